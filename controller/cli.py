@@ -1,0 +1,300 @@
+"""The ``shoal`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import anyio
+import msgpack
+from nats.aio.client import Client as NATS
+
+from runtime import protocol
+from runtime.client import Client
+from runtime.errors import ShoalError
+from runtime.nats_util import connect, kv, nats_url
+from runtime.spec import FunctionSpec
+
+from .controller import Controller, ControllerSettings
+from .deploy import deploy_file
+from .embedded import EmbeddedNats
+from .launcher import ProcessLauncher
+
+log = logging.getLogger("shoal")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get(
+            "SHOAL_LOG_LEVEL", "INFO" if args.command in ("up", "controller") else "WARNING"
+        ),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        anyio.run(args.run, args)
+    except ShoalError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal", description="Shoal: serverless inference on NATS")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run a one-host cluster: NATS (embedded if none), controller")
+    up.add_argument("--functions", type=Path, default=Path("functions"), help="folder to deploy")
+    up.add_argument("--data", type=Path, default=Path(os.environ.get("SHOAL_DATA_DIR", ".shoal")))
+    up.add_argument("--once", action="store_true", help="exit after the demo invocation")
+    up.set_defaults(run=_up)
+
+    ctl = sub.add_parser("controller", help="run a controller against an existing NATS")
+    ctl.add_argument("--data", type=Path, default=Path(os.environ.get("SHOAL_DATA_DIR", ".shoal")))
+    ctl.set_defaults(run=_controller)
+
+    dep = sub.add_parser("deploy", help="deploy the @functions in Python files")
+    dep.add_argument("files", nargs="+", type=Path)
+    dep.set_defaults(run=_deploy)
+
+    inv = sub.add_parser("invoke", help="invoke a function and print its result")
+    inv.add_argument("function")
+    inv.add_argument("event", help="the event, as JSON")
+    inv.add_argument("--durable", action="store_true", help="publish to fn.<name>, wait on result")
+    inv.add_argument("--id", help="request id (Nats-Msg-Id)")
+    inv.add_argument("--timeout", type=float, default=60.0)
+    inv.set_defaults(run=_invoke)
+
+    res = sub.add_parser("result", help="print the stored result of a request id")
+    res.add_argument("request_id")
+    res.set_defaults(run=_result)
+
+    st = sub.add_parser("status", help="functions, workers, load")
+    st.set_defaults(run=_status)
+    return p
+
+
+async def _nats_answers(url: str) -> NATS | None:
+    parsed = urlparse(url)
+    try:
+        # A bare TCP probe first: nats-py would keep retrying a refused connection.
+        with anyio.fail_after(2):
+            stream = await anyio.connect_tcp(parsed.hostname or "127.0.0.1", parsed.port or 4222)
+            await stream.aclose()
+    except (OSError, TimeoutError):
+        return None
+    return await connect(url, name="shoal-up")
+
+
+async def _up(args: argparse.Namespace) -> None:
+    url = nats_url()
+    server: EmbeddedNats | None = None
+    nc = await _nats_answers(url)
+    if nc is None:
+        parsed = urlparse(url)
+        if parsed.hostname not in ("127.0.0.1", "localhost", "0.0.0.0", "::1"):
+            raise ShoalError(f"no NATS server answers at {url}")
+        server = EmbeddedNats(
+            args.data / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
+        )
+        await anyio.to_thread.run_sync(server.start)
+        print(f"started nats-server with JetStream on {server.url} (data in {args.data / 'nats'})")
+        nc = await connect(server.url, name="shoal-up")
+    else:
+        print(f"using the NATS server at {url}")
+    try:
+        async with ProcessLauncher(code_dir=(args.data / "code").resolve()) as launcher:
+            controller = Controller(nc, launcher, ControllerSettings.from_env())
+            async with anyio.create_task_group() as tg:
+                await tg.start(controller.run)
+                files = sorted(args.functions.glob("*.py")) if args.functions.is_dir() else []
+                for f in files:
+                    if f.name.startswith("_"):
+                        continue
+                    for spec in await deploy_file(nc, f):
+                        print(f"deployed {spec.name:<12} on {', '.join(spec.event_subjects)}")
+                await _demo(nc)
+                if args.once:
+                    tg.cancel_scope.cancel()
+                else:
+                    print("serving; Ctrl-C stops everything")
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            print("stopping...")
+                            break
+                    tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.drain()
+            if server is not None:
+                await anyio.to_thread.run_sync(server.stop)
+
+
+async def _demo(nc: NATS) -> None:
+    functions = await kv(nc.jetstream(), protocol.FUNCTIONS_BUCKET)
+    try:
+        await functions.get("echo")
+    except Exception:
+        return
+    event = {"text": "hello from shoal"}
+    print(f"$ shoal invoke echo '{json.dumps(event)}'    # cold start: a worker spawns")
+    print(json.dumps(await Client(nc).call("echo", event, timeout=60)))
+
+
+async def _controller(args: argparse.Namespace) -> None:
+    nc = await connect(name="shoal-controller")
+    try:
+        async with ProcessLauncher(code_dir=(args.data / "code").resolve()) as launcher:
+            async with anyio.create_task_group() as tg:
+                await tg.start(Controller(nc, launcher, ControllerSettings.from_env()).run)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.drain()
+
+
+async def _deploy(args: argparse.Namespace) -> None:
+    nc = await connect(name="shoal-deploy")
+    try:
+        for f in args.files:
+            for spec in await deploy_file(nc, f):
+                subjects = ", ".join(spec.event_subjects)
+                print(f"deployed {spec.name} (version {spec.version}) on {subjects}")
+    finally:
+        await nc.drain()
+
+
+async def _invoke(args: argparse.Namespace) -> None:
+    try:
+        event = json.loads(args.event)
+    except json.JSONDecodeError as e:
+        raise ShoalError(f"the event must be JSON: {e}") from None
+    async with await Client.connect() as client:
+        if args.durable:
+            rid = await client.publish(args.function, event, request_id=args.id)
+            result = await client.wait_result(rid, timeout=args.timeout)
+            _print_result(result.value if result.ok else {"error": result.value}, rid)
+            if not result.ok:
+                sys.exit(1)
+        else:
+            try:
+                value = await client.call(
+                    args.function, event, timeout=args.timeout, request_id=args.id
+                )
+            except ShoalError as e:
+                print(json.dumps({"error": e.to_wire()}))
+                sys.exit(1)
+            print(json.dumps(value))
+
+
+def _print_result(value: Any, request_id: str) -> None:
+    print(json.dumps(value, default=repr))
+    print(f"request id: {request_id}", file=sys.stderr)
+
+
+async def _result(args: argparse.Namespace) -> None:
+    async with await Client.connect() as client:
+        result = await client.result(args.request_id)
+    if result is None:
+        print(
+            f"no result stored for {args.request_id!r} (unknown, still running, or expired)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    print(
+        json.dumps(
+            {
+                "request_id": result.request_id,
+                "function": result.function,
+                "ok": result.ok,
+                "result" if result.ok else "error": result.value,
+                "finished_at": result.finished_at,
+            },
+            default=repr,
+        )
+    )
+    if not result.ok:
+        sys.exit(1)
+
+
+async def _status(args: argparse.Namespace) -> None:
+    nc = await connect(name="shoal-status")
+    try:
+        js = nc.jetstream()
+        specs = {
+            k: FunctionSpec.from_bytes(v)
+            for k, v in (await _snapshot(await kv(js, protocol.FUNCTIONS_BUCKET))).items()
+        }
+        workers = [
+            msgpack.unpackb(v)
+            for v in (await _snapshot(await kv(js, protocol.WORKERS_BUCKET))).values()
+        ]
+        controllers = await _snapshot(await kv(js, protocol.CONTROLLERS_BUCKET))
+        rows = [
+            (
+                "FUNCTION",
+                "VERSION",
+                "STATE",
+                "WORKERS",
+                "IN FLIGHT",
+                "BACKLOG",
+                "UNACKED",
+                "SUBJECTS",
+            )
+        ]
+        for name in sorted(specs):
+            spec = specs[name]
+            mine = [w for w in workers if w.get("function") == name]
+            ready = [w for w in mine if w.get("state") == "ready"]
+            try:
+                ci = await js.consumer_info(spec.stream, protocol.CONSUMER)
+                backlog, unacked = str(ci.num_pending), str(ci.num_ack_pending)
+            except Exception:
+                backlog = unacked = "?"
+            rows.append(
+                (
+                    name,
+                    spec.version,
+                    "warm" if ready else "cold",
+                    f"{len(ready)}/{spec.max_workers}"
+                    + (f" (+{len(mine) - len(ready)} draining)" if len(mine) > len(ready) else ""),
+                    str(sum(int(w.get("inflight", 0)) for w in mine)),
+                    backlog,
+                    unacked,
+                    ", ".join(spec.event_subjects),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print(f"\ncontrollers: {len(controllers)}   workers: {len(workers)}")
+    finally:
+        await nc.drain()
+
+
+async def _snapshot(bucket: Any) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    watcher = await bucket.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value and entry.operation is None:
+                out[entry.key] = entry.value
+            else:
+                out.pop(entry.key, None)
+    finally:
+        await watcher.stop()
+    return out

@@ -1,0 +1,295 @@
+"""The controller: scales each function's workers from its JetStream backlog.
+
+Workers pull events from their function's durable consumer themselves, so the controller is
+never on the data path: it watches backlog and heartbeats, spawns workers from zero on the
+first event, drains idle ones, and replaces dead ones. Several controllers can run against one
+NATS: each function is owned by one live controller (rendezvous hashing over the controllers'
+heartbeats), and ownership moves when a controller goes away. Its only state is in NATS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgpack
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from runtime import codec, protocol
+from runtime.errors import WorkerUnavailable
+from runtime.nats_util import kv, nats_url
+from runtime.spec import FunctionSpec
+
+from .launcher import Launcher, LaunchRequest
+from .scaler import Decision, Observation, WorkerState, decide
+from .views import InfoView, SpecView
+
+log = logging.getLogger("shoal.controller")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """How a controller behaves; ``from_env`` reads ``SHOAL_*`` variables."""
+
+    controller_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    tick: float = 0.5  # seconds between reconcile passes when nothing wakes it
+    heartbeat: float = 1.0  # seconds between this controller's liveness reports
+    stale_after: float = 3.5  # seconds of silence after which a worker/controller is gone
+    spawn_timeout: float = 60.0  # seconds a worker may take to report in before it is killed
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ControllerSettings:
+        env = os.environ
+        values: dict[str, Any] = {}
+        if "SHOAL_CONTROLLER_ID" in env:
+            values["controller_id"] = env["SHOAL_CONTROLLER_ID"]
+        for name in ("tick", "heartbeat", "stale_after", "spawn_timeout"):
+            key = "SHOAL_" + name.upper()
+            if key in env:
+                values[name] = float(env[key])
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class _Starting:
+    function: str
+    since: float
+
+
+class Controller:
+    """Reconciles each owned function's workers with its load until cancelled."""
+
+    def __init__(
+        self, nc: NATS, launcher: Launcher, settings: ControllerSettings | None = None
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.launcher = launcher
+        self.settings = settings or ControllerSettings()
+        self.id = self.settings.controller_id
+        self._wake = anyio.Event()
+        self._starting: dict[str, _Starting] = {}
+        self._draining: dict[str, float] = {}
+        self._cold: dict[str, list[Subscription]] = {}
+        self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
+        self.functions: SpecView
+        self.workers: InfoView
+        self.controllers: InfoView
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.functions = SpecView(await kv(self.js, protocol.FUNCTIONS_BUCKET))
+        workers_kv = await kv(self.js, protocol.WORKERS_BUCKET)
+        self.workers = InfoView(workers_kv)
+        controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
+        self.controllers = InfoView(controllers_kv)
+        info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.functions.run)
+                await tg.start(self.workers.run)
+                await tg.start(self.controllers.run)
+                await controllers_kv.put(self.id, info)
+                tg.start_soon(self._heartbeats, controllers_kv, info)
+                tg.start_soon(self._on_exits, workers_kv)
+                tg.start_soon(self._wake_on_deploys)
+                log.info("controller %s running", self.id)
+                task_status.started()
+                while True:
+                    try:
+                        await self.reconcile()
+                    except Exception:
+                        log.exception("reconcile pass failed")
+                    with anyio.move_on_after(self.settings.tick):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for subs in self._cold.values():
+                    for sub in subs:
+                        await _quietly(sub.unsubscribe())
+                await _quietly(controllers_kv.delete(self.id))
+
+    async def _heartbeats(self, bucket: Any, info: bytes) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat)
+            await _quietly(bucket.put(self.id, info))
+
+    async def _wake_on_deploys(self) -> None:
+        while True:
+            await self.functions.changed.wait()
+            self.wake()
+
+    async def _on_exits(self, workers_kv: Any) -> None:
+        async for ex in self.launcher.exits:
+            starting = self._starting.pop(ex.worker_id, None)
+            expected = self._draining.pop(ex.worker_id, None) is not None
+            if not expected:
+                log.warning(
+                    "worker %s of %s exited (code %s); its unacknowledged events will be "
+                    "redelivered",
+                    ex.worker_id,
+                    ex.function,
+                    ex.returncode,
+                )
+                if starting is not None:  # died before serving: back off before respawning
+                    n, _ = self._failures.get(ex.function, (0, 0.0))
+                    delay = min(30.0, 0.5 * 2**n)
+                    self._failures[ex.function] = (n + 1, time.monotonic() + delay)
+            key = f"{ex.function}.{ex.worker_id}"
+            self.workers.forget(key)
+            await _quietly(workers_kv.delete(key))
+            self.wake()
+
+    def owner(self, function: str) -> str:
+        """The live controller responsible for scaling ``function``."""
+        live = set(self.controllers.items(self.settings.stale_after)) | {self.id}
+        return max(live, key=lambda c: hashlib.sha256(f"{c}/{function}".encode()).digest())
+
+    async def reconcile(self) -> None:
+        """One pass over every function: observe, decide, act."""
+        specs = self.functions.items()
+        by_function: dict[str, list[dict[str, Any]]] = {}
+        for w in self.workers.items(self.settings.stale_after).values():
+            by_function.setdefault(str(w.get("function")), []).append(w)
+        now = time.monotonic()
+        for wid, s in list(self._starting.items()):
+            seen = any(w.get("id") == wid for w in by_function.get(s.function, ()))
+            if seen:
+                del self._starting[wid]
+                self._failures.pop(s.function, None)
+            elif now - s.since > self.settings.spawn_timeout:
+                log.warning("worker %s of %s never reported in; killing it", wid, s.function)
+                await self.launcher.kill(wid)
+
+        for name in list(self._cold):
+            if name not in specs or self.owner(name) != self.id:
+                await self._set_cold(name, None)
+        for name, spec in specs.items():
+            if self.owner(name) != self.id:
+                continue
+            try:
+                ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
+            except Exception as e:
+                log.warning("cannot read backlog of %s: %s", name, e)
+                continue
+            infos = by_function.get(name, [])
+            states = [_worker_state(w) for w in infos]
+            starting = sum(1 for s in self._starting.values() if s.function == name)
+            obs = Observation(
+                int(ci.num_pending or 0), int(ci.num_ack_pending or 0), states, starting
+            )
+            await self._act(spec, decide(spec, obs))
+            ready = any(w.state == "ready" and w.version == spec.version for w in states)
+            await self._set_cold(name, None if ready else spec)
+
+    async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
+        _, not_before = self._failures.get(spec.name, (0, 0.0))
+        if decision.spawn and time.monotonic() >= not_before:
+            for _ in range(decision.spawn):
+                await self._spawn(spec)
+        now = time.monotonic()
+        for wid in decision.drain:
+            if now - self._draining.get(wid, -1e9) > 5.0:  # re-ask now and then, not every tick
+                self._draining[wid] = now
+                log.info("draining worker %s of %s", wid, spec.name)
+                await self.nc.publish(protocol.worker_stop_subject(wid), b"")
+
+    async def _spawn(self, spec: FunctionSpec) -> None:
+        wid = uuid.uuid4().hex[:12]
+        self._starting[wid] = _Starting(spec.name, time.monotonic())
+        env = {
+            "SHOAL_NATS_URL": self.nc.connected_url.geturl()
+            if self.nc.connected_url
+            else nats_url(),
+            "SHOAL_CONTROLLER_ID": self.id,
+            **self.settings.worker_env,
+        }
+        try:
+            await self.launcher.start(LaunchRequest(spec.name, wid, spec.version, env))
+        except Exception:
+            self._starting.pop(wid, None)
+            log.exception("could not start a worker for %s", spec.name)
+
+    async def _set_cold(self, name: str, spec: FunctionSpec | None) -> None:
+        """While a function has no ready worker, answer its requests by queueing them durably."""
+        if spec is None:
+            for sub in self._cold.pop(name, []):
+                await _quietly(sub.unsubscribe())
+            return
+        if name in self._cold:
+            return
+
+        async def forward(msg: Msg) -> None:
+            await self._forward_call(spec, msg)
+
+        async def wake(msg: Msg) -> None:
+            self.wake()
+
+        subs = [
+            await self.nc.subscribe(
+                protocol.call_subject(name), queue=protocol.queue_group(name), cb=forward
+            )
+        ]
+        for subject in spec.event_subjects:
+            subs.append(await self.nc.subscribe(subject, cb=wake))
+        self._cold[name] = subs
+
+    async def _forward_call(self, spec: FunctionSpec, msg: Msg) -> None:
+        # A request that found no warm worker becomes a durable event whose answer goes to
+        # the requester's inbox: the caller waits for a cold start instead of failing.
+        headers = dict(msg.headers or {})
+        if msg.reply:
+            headers[protocol.REPLY_TO] = msg.reply
+        try:
+            await self.js.publish(protocol.event_subject(spec.name), msg.data, headers=headers)
+        except Exception as e:
+            if msg.reply:
+                err = WorkerUnavailable(
+                    f"{spec.name} is cold and its event could not be queued: {e}"
+                )
+                enc = codec.encoding_of(headers.get(protocol.CONTENT_TYPE))
+                await _quietly(
+                    self.nc.publish(
+                        msg.reply,
+                        codec.encode({"error": err.to_wire()}, enc),
+                        headers={
+                            protocol.STATUS: "error",
+                            protocol.CONTENT_TYPE: codec.CONTENT_TYPES[enc],
+                        },
+                    )
+                )
+        self.wake()
+
+
+def _worker_state(info: dict[str, Any]) -> WorkerState:
+    return WorkerState(
+        id=str(info.get("id")),
+        version=str(info.get("version")),
+        state=str(info.get("state")),
+        inflight=int(info.get("inflight", 0)),
+        idle_for=float(info.get("idle_for", 0.0)),
+    )
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as e:
+        log.debug("ignored during cleanup: %s", e)

@@ -1,0 +1,107 @@
+"""Deploying functions: code and specs into NATS, streams and consumers into JetStream.
+
+Deploying creates the function's stream before anything else, so events published from then
+on are stored even while no controller or worker runs. Controllers pick the new version up
+through their watch on the functions bucket; no restart, no image build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from runtime import protocol
+from runtime.errors import DeployError
+from runtime.loader import code_sha, definitions, import_file
+from runtime.nats_util import kv
+from runtime.spec import FunctionSpec
+
+log = logging.getLogger("shoal.deploy")
+
+MAX_SOURCE = 900 * 1024  # a KV value must fit one NATS message (1 MiB by default)
+DEDUPE_WINDOW = 120.0  # seconds during which a repeated Nats-Msg-Id is dropped
+
+
+async def deploy_file(nc: NATS, path: Path) -> list[FunctionSpec]:
+    """Deploy every ``@function`` in a Python file; returns their specs."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".py":
+        raise DeployError(f"{path} is not a Python file")
+    source = path.read_bytes()
+    if len(source) > MAX_SOURCE:
+        raise DeployError(
+            f"{path} is {len(source)} bytes; deployed sources are limited to {MAX_SOURCE}: "
+            "move data into storage/ and load it in setup()"
+        )
+    module = import_file(path)
+    found = definitions(module)
+    if not found:
+        raise DeployError(f"{path} defines no @function")
+    sha = code_sha(source)
+    js = nc.jetstream()
+    code = await kv(js, protocol.CODE_BUCKET)
+    await code.put(sha, source)
+    specs = [
+        dataclasses.replace(d.spec, module=module.__name__, attr=d.target.__name__, code_sha=sha)
+        for d in found
+    ]
+    for spec in specs:
+        await deploy_spec(js, spec)
+    return specs
+
+
+async def deploy_spec(js: JetStreamContext, spec: FunctionSpec) -> None:
+    """Create or update a function's stream and consumer, then publish its spec."""
+    spec.validate()
+    await ensure_stream(js, spec)
+    functions = await kv(js, protocol.FUNCTIONS_BUCKET)
+    await functions.put(spec.name, spec.to_bytes())
+    log.info("deployed %s (version %s) on %s", spec.name, spec.version, spec.event_subjects)
+
+
+async def ensure_stream(js: JetStreamContext, spec: FunctionSpec) -> None:
+    stream = StreamConfig(
+        name=spec.stream,
+        subjects=spec.event_subjects,
+        retention=RetentionPolicy.WORK_QUEUE,  # an event leaves the stream once processed
+        storage=StorageType.FILE,
+        duplicate_window=DEDUPE_WINDOW,
+    )
+    try:
+        try:
+            await js.stream_info(spec.stream)
+            await js.update_stream(stream)
+        except NotFoundError:
+            await js.add_stream(stream)
+    except BadRequestError as e:
+        raise DeployError(
+            f"cannot create the stream for {spec.name} on {spec.event_subjects}: {e.description}"
+            " (is one of these subjects already a trigger of another function?)"
+        ) from None
+    consumer = ConsumerConfig(
+        durable_name=protocol.CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait,
+        max_deliver=spec.max_deliver,
+        max_waiting=4096,  # outstanding pull requests, one per worker at a time or so
+    )
+    try:
+        await js.add_consumer(spec.stream, consumer)
+    except BadRequestError as e:
+        raise DeployError(
+            f"cannot configure the consumer of {spec.name}: {e.description}"
+        ) from None

@@ -1,0 +1,133 @@
+"""Launchers start and stop workers; the controller above them does not care how.
+
+A launcher reports every worker exit on its ``exits`` stream so the controller can replace
+workers that died. The process launcher runs workers as local OS processes; a container
+launcher implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import anyio
+from anyio.abc import Process, TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+log = logging.getLogger("shoal.launcher")
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One worker to start."""
+
+    function: str
+    worker_id: str
+    version: str
+    env: Mapping[str, str] = field(default_factory=dict)  # SHOAL_* settings for the worker
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    worker_id: str
+    function: str
+    returncode: int | None
+
+
+class Launcher(Protocol):
+    """What the controller needs from a way of running workers."""
+
+    exits: MemoryObjectReceiveStream[WorkerExit]
+
+    async def start(self, request: LaunchRequest) -> None:
+        """Start a worker; return once it is launched (not necessarily serving)."""
+
+    async def kill(self, worker_id: str) -> None:
+        """Stop a worker at once (it is expected to have been asked to drain first)."""
+
+    def running(self) -> set[str]:
+        """Ids of the workers this launcher started that have not exited."""
+
+
+class ProcessLauncher:
+    """Runs each worker as ``python -m runtime.worker`` on this host."""
+
+    def __init__(self, *, code_dir: Path, stop_grace: float = 10.0) -> None:
+        self.code_dir = code_dir
+        self.stop_grace = stop_grace  # seconds a worker gets to drain at shutdown
+        self._procs: dict[str, tuple[LaunchRequest, Process]] = {}
+        self._send: MemoryObjectSendStream[WorkerExit]
+        self._send, self.exits = anyio.create_memory_object_stream[WorkerExit](1000)
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> ProcessLauncher:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            await self.shutdown()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(et, e, tb)
+
+    async def start(self, request: LaunchRequest) -> None:
+        assert self._tg is not None, "use 'async with ProcessLauncher(...)'"
+        env = {
+            **os.environ,
+            **request.env,
+            "SHOAL_FUNCTION": request.function,
+            "SHOAL_WORKER_ID": request.worker_id,
+            "SHOAL_CODE_DIR": str(self.code_dir),
+            "SHOAL_PARENT_PID": str(os.getpid()),
+        }
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "runtime.worker"], env=env, stdin=None, stdout=None, stderr=None
+        )
+        self._procs[request.worker_id] = (request, proc)
+        log.info("started worker %s for %s (pid %d)", request.worker_id, request.function, proc.pid)
+        self._tg.start_soon(self._watch, request, proc)
+
+    async def _watch(self, request: LaunchRequest, proc: Process) -> None:
+        code = await proc.wait()
+        self._procs.pop(request.worker_id, None)
+        await self._send.send(WorkerExit(request.worker_id, request.function, code))
+
+    async def kill(self, worker_id: str) -> None:
+        entry = self._procs.get(worker_id)
+        if entry is not None:
+            entry[1].kill()
+
+    def running(self) -> set[str]:
+        return set(self._procs)
+
+    def pid(self, worker_id: str) -> int | None:
+        entry = self._procs.get(worker_id)
+        return entry[1].pid if entry else None
+
+    async def shutdown(self) -> None:
+        """SIGTERM every worker (they drain), then SIGKILL what is left after the grace."""
+        procs = [p for _, p in self._procs.values()]
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(self.stop_grace):
+            for p in procs:
+                await p.wait()
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()

@@ -1,0 +1,67 @@
+"""Scaling decisions, as a pure function of what the controller observes.
+
+Kept free of I/O so the policy can be read, and tested, on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from runtime.spec import FunctionSpec
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """A live worker as its heartbeats describe it."""
+
+    id: str
+    version: str
+    state: str  # "ready" or "draining"
+    inflight: int
+    idle_for: float  # seconds since it last had work
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One function's load and workers, cluster-wide."""
+
+    pending: int  # events stored and not yet delivered
+    ack_pending: int  # events delivered and not yet acknowledged
+    workers: list[WorkerState] = field(default_factory=list)
+    starting: int = 0  # launched by this controller, not yet reporting
+
+
+@dataclass(frozen=True)
+class Decision:
+    spawn: int = 0
+    drain: tuple[str, ...] = ()
+
+
+def decide(spec: FunctionSpec, obs: Observation) -> Decision:
+    """How many workers to add, and which to drain, for one function."""
+    # Workers of an older version are drained; their replacements come from demand below.
+    stale = tuple(w.id for w in obs.workers if w.state == "ready" and w.version != spec.version)
+    current = [w for w in obs.workers if w.state == "ready" and w.version == spec.version]
+    live = len(current) + obs.starting
+
+    inflight = sum(w.inflight for w in current)
+    demand = obs.pending + max(obs.ack_pending, inflight)
+    desired = math.ceil(demand / spec.concurrency)
+    if current and inflight >= len(current) * spec.concurrency:
+        # Every slot is busy: request/reply load queued in front of the workers is
+        # invisible to JetStream, so saturation itself asks for one more.
+        desired = max(desired, len(current) + 1)
+    desired = min(spec.max_workers, max(spec.min_workers, desired))
+
+    spawn = max(0, desired - live)
+    drain: list[str] = list(stale)
+    surplus = live - max(desired, spec.min_workers)
+    if surplus > 0:
+        # Only workers idle past the keep-alive window go; the longest idle first.
+        idle = sorted(
+            (w for w in current if w.inflight == 0 and w.idle_for >= spec.idle_timeout),
+            key=lambda w: -w.idle_for,
+        )
+        drain += [w.id for w in idle[:surplus]]
+    return Decision(spawn=spawn, drain=tuple(drain))

@@ -1,0 +1,43 @@
+"""Shoal's runtime: what a function author imports, and what runs inside a worker.
+
+>>> from runtime import function
+>>> @function
+... def echo(event):
+...     return event
+"""
+
+from .client import Client
+from .context import Context
+from .decorator import function
+from .errors import (
+    DefinitionError,
+    DeployError,
+    FunctionError,
+    FunctionNotFound,
+    FunctionTimeout,
+    InvalidPayload,
+    ResultNotFound,
+    ResultNotSerializable,
+    ShoalError,
+    WorkerUnavailable,
+)
+from .results import Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "Context",
+    "DefinitionError",
+    "DeployError",
+    "FunctionError",
+    "FunctionNotFound",
+    "FunctionTimeout",
+    "InvalidPayload",
+    "Result",
+    "ResultNotFound",
+    "ResultNotSerializable",
+    "ShoalError",
+    "WorkerUnavailable",
+    "function",
+]

@@ -1,0 +1,136 @@
+"""A Python client for invoking functions; any NATS client can do the same by the protocol."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.kv import KV_DEL, KV_PURGE
+
+from . import codec, protocol
+from .codec import Encoding
+from .errors import ResultNotFound, ShoalError, WorkerUnavailable
+from .nats_util import connect, kv
+from .results import Result, ResultStore
+
+
+class Client:
+    """Invoke functions by request/reply or as durable events, and look results up by id."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self._results: ResultStore | None = None
+
+    @classmethod
+    async def connect(cls, url: str | None = None) -> Client:
+        return cls(await connect(url, name="shoal-client"))
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def call(
+        self,
+        function: str,
+        event: Any,
+        *,
+        timeout: float = 60.0,
+        encoding: Encoding = "json",
+        request_id: str | None = None,
+    ) -> Any:
+        """Invoke ``function`` on ``fn.<name>.call`` and return its result, or raise its error."""
+        headers = {protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding]}
+        if request_id:
+            headers[protocol.MSG_ID] = request_id
+        try:
+            reply = await self.nc.request(
+                protocol.call_subject(function),
+                codec.encode(event, encoding),
+                timeout=timeout,
+                headers=headers,
+            )
+        except NoRespondersError:
+            raise WorkerUnavailable(
+                f"nothing serves {function!r}: deploy it (shoal deploy) and run a controller "
+                "(shoal up)",
+                request_id=request_id,
+            ) from None
+        except NatsTimeout:
+            raise WorkerUnavailable(
+                f"no answer from {function!r} within {timeout:g}s", request_id=request_id
+            ) from None
+        rh = reply.headers or {}
+        value, _ = codec.decode(reply.data, rh.get(protocol.CONTENT_TYPE))
+        if rh.get(protocol.STATUS) == "error":
+            raise ShoalError.from_wire(value["error"])
+        return value
+
+    async def publish(
+        self,
+        subject_or_function: str,
+        event: Any,
+        *,
+        request_id: str | None = None,
+        reply_to: str | None = None,
+        encoding: Encoding = "json",
+    ) -> str:
+        """Publish a durable event; returns the request id to look its result up by.
+
+        A bare function name goes to ``fn.<name>``; anything with a dot is used as the subject.
+        Returns once JetStream has stored the event.
+        """
+        subject = (
+            subject_or_function
+            if "." in subject_or_function
+            else protocol.event_subject(subject_or_function)
+        )
+        request_id = request_id or uuid.uuid4().hex
+        headers = {
+            protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding],
+            protocol.MSG_ID: request_id,
+        }
+        if reply_to:
+            headers[protocol.REPLY_TO] = reply_to
+        await self.nc.jetstream().publish(subject, codec.encode(event, encoding), headers=headers)
+        return request_id
+
+    async def result(self, request_id: str) -> Result | None:
+        """The stored outcome of ``request_id``, or None if there is none (yet)."""
+        return await (await self._store()).get(request_id)
+
+    async def wait_result(self, request_id: str, *, timeout: float = 60.0) -> Result:
+        """Wait for ``request_id``'s outcome, watching the results bucket (no polling)."""
+        bucket = await kv(self.nc.jetstream(), protocol.RESULTS_BUCKET)
+        watcher = await bucket.watch(protocol.result_key(request_id))
+        try:
+            with anyio.fail_after(timeout):
+                async for entry in watcher:
+                    if entry is None or entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                        continue
+                    return Result.from_bytes(entry.value)
+        except TimeoutError:
+            pass
+        finally:
+            await watcher.stop()
+        raise ResultNotFound(
+            f"no result for {request_id!r} within {timeout:g}s", request_id=request_id
+        )
+
+    async def _store(self) -> ResultStore:
+        if self._results is None:
+            self._results = ResultStore(
+                self.nc, await kv(self.nc.jetstream(), protocol.RESULTS_BUCKET)
+            )
+        return self._results

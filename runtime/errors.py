@@ -1,0 +1,104 @@
+"""One root error type; each subclass carries the code that travels on the wire."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ShoalError(Exception):
+    """Root of every error Shoal raises or sends back to a caller."""
+
+    code: ClassVar[str] = "internal"
+    #: Whether retrying the same event could succeed (decides ack vs redelivery).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+        }
+
+    @staticmethod
+    def from_wire(body: dict[str, Any]) -> ShoalError:
+        cls = _BY_CODE.get(str(body.get("code")), ShoalError)
+        err = cls(str(body.get("message", "")), request_id=body.get("request_id"))
+        return err
+
+
+class DefinitionError(ShoalError, TypeError):
+    """A decorator or deployment was given something it cannot serve."""
+
+    code = "definition_error"
+
+
+class InvalidPayload(ShoalError):
+    """The request body could not be decoded (wrong encoding, truncated, not JSON/msgpack)."""
+
+    code = "invalid_payload"
+
+
+class FunctionNotFound(ShoalError):
+    """No function is deployed under the requested name."""
+
+    code = "function_not_found"
+
+
+class FunctionError(ShoalError):
+    """The function raised; the message names the exception."""
+
+    code = "function_error"
+
+
+class FunctionTimeout(ShoalError):
+    """The function ran past its timeout."""
+
+    code = "timeout"
+
+
+class ResultNotSerializable(ShoalError):
+    """The function returned something that neither JSON nor msgpack can carry."""
+
+    code = "result_not_serializable"
+
+
+class DeployError(ShoalError):
+    """A function could not be deployed (bad file, conflicting subjects, code too large)."""
+
+    code = "deploy_error"
+
+
+class ResultNotFound(ShoalError):
+    """No result is stored under that request id (never seen, not finished, or expired)."""
+
+    code = "result_not_found"
+
+
+class WorkerUnavailable(ShoalError):
+    """No worker answered in time (nothing deployed, or cluster down)."""
+
+    code = "worker_unavailable"
+    retryable = True
+
+
+_BY_CODE: dict[str, type[ShoalError]] = {
+    c.code: c
+    for c in (
+        ShoalError,
+        DefinitionError,
+        InvalidPayload,
+        FunctionNotFound,
+        FunctionError,
+        FunctionTimeout,
+        ResultNotSerializable,
+        DeployError,
+        ResultNotFound,
+        WorkerUnavailable,
+    )
+}

@@ -1,0 +1,81 @@
+"""Runs one function's handler: setup once, then each event under a timeout."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .context import Context
+from .decorator import Definition
+from .errors import FunctionError, FunctionTimeout, ShoalError
+
+log = logging.getLogger("shoal.invoker")
+
+
+class Invoker:
+    """Holds a started handler; ``await invoke(event, ctx)`` returns its result or raises."""
+
+    def __init__(self, definition: Definition) -> None:
+        self.definition = definition
+        self.spec = definition.spec
+        # Sync handlers run in threads so a slow one cannot stall the event loop.
+        self._threads = anyio.CapacityLimiter(self.spec.concurrency)
+        self._handler: Any = None
+        self._is_async = False
+
+    async def start(self) -> None:
+        d = self.definition
+        if d.is_class:
+            instance = d.target()
+            setup = getattr(instance, "setup", None)
+            if setup is not None:
+                if inspect.iscoroutinefunction(setup):
+                    await setup()
+                else:
+                    await anyio.to_thread.run_sync(setup)
+            self._handler = instance
+            self._is_async = inspect.iscoroutinefunction(type(instance).__call__)
+        else:
+            self._handler = d.target
+            self._is_async = inspect.iscoroutinefunction(d.target)
+
+    async def stop(self) -> None:
+        teardown = getattr(self._handler, "teardown", None) if self.definition.is_class else None
+        if teardown is not None:
+            try:
+                if inspect.iscoroutinefunction(teardown):
+                    await teardown()
+                else:
+                    await anyio.to_thread.run_sync(teardown)
+            except Exception:
+                log.exception("teardown of %s failed", self.spec.name)
+
+    async def invoke(self, event: Any, ctx: Context) -> Any:
+        kwargs = {"ctx": ctx} if self.definition.wants_ctx else {}
+        try:
+            with anyio.fail_after(self.spec.timeout):
+                if self._is_async:
+                    return await self._handler(event, **kwargs)
+                # A thread cannot be killed: on timeout the caller gets its error at once,
+                # and the thread's slot frees when the handler returns.
+                return await anyio.to_thread.run_sync(
+                    partial(self._handler, event, **kwargs),
+                    limiter=self._threads,
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            raise FunctionTimeout(
+                f"{self.spec.name} ran past its timeout of {self.spec.timeout:g}s",
+                request_id=ctx.request_id,
+            ) from None
+        except ShoalError as e:
+            e.request_id = e.request_id or ctx.request_id
+            raise
+        except Exception as e:
+            log.warning("%s raised on %s: %r", self.spec.name, ctx.request_id, e)
+            raise FunctionError(f"{type(e).__name__}: {e}", request_id=ctx.request_id) from e

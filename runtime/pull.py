@@ -1,0 +1,139 @@
+"""A continuous pull from a durable JetStream consumer that asks for exactly its free slots.
+
+nats-py's ``fetch`` waits for a whole batch or the timeout; a worker wants each event the moment
+it is stored, and never more events than it can run. So this keeps pull requests outstanding
+for precisely the free slots and re-issues them as slots free up or requests expire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+log = logging.getLogger("shoal.pull")
+
+_STATUS = "Status"
+_PENDING = "Nats-Pending-Messages"
+
+
+class Slots:
+    """A worker's concurrency slots, shared by the durable and request/reply paths."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._sem = anyio.Semaphore(total)
+        self.idle_since = time.monotonic()
+        self.on_release: Callable[[], None] = lambda: None
+
+    @property
+    def free(self) -> int:
+        return self._sem.value
+
+    @property
+    def busy(self) -> int:
+        return self.total - self._sem.value
+
+    async def acquire(self) -> None:
+        await self._sem.acquire()
+
+    def release(self) -> None:
+        self._sem.release()
+        if self._sem.value == self.total:
+            self.idle_since = time.monotonic()
+        self.on_release()
+
+
+class Puller:
+    """Keeps ``slots.free`` events requested from a consumer; hands each to ``deliver``."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        consumer: str,
+        slots: Slots,
+        deliver: Callable[[Msg], None],
+        *,
+        expires: float = 2.0,  # seconds a pull request waits on the server
+        heartbeat: float = 0.5,  # seconds between the server's idle heartbeats
+    ) -> None:
+        self._nc = nc
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._slots = slots
+        self._deliver = deliver
+        self._expires = expires
+        self._heartbeat = heartbeat
+        self._outstanding = 0
+        self._last_seen = time.monotonic()
+        self._changed = anyio.Event()
+        self._stopping = False
+        slots.on_release = self._wake
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def run(self) -> None:
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=self._on_msg)
+        request = {
+            "expires": int(self._expires * 1e9),
+            "idle_heartbeat": int(self._heartbeat * 1e9),
+        }
+        try:
+            while not self._stopping:
+                want = self._slots.free - self._outstanding
+                if want > 0:
+                    request["batch"] = want
+                    await self._nc.publish(self._subject, json.dumps(request).encode(), inbox)
+                    self._outstanding += want
+                    self._last_seen = time.monotonic()
+                with anyio.move_on_after(self._heartbeat * 3):
+                    await self._changed.wait()
+                self._changed = anyio.Event()
+                if time.monotonic() - self._last_seen > self._expires + self._heartbeat * 3:
+                    # Neither events nor heartbeats: the requests died with a connection or a
+                    # server restart. Ask again rather than wait forever.
+                    self._outstanding = 0
+            # Draining: requests already on the server may still deliver; hand those back
+            # (nak) at once until the last one expires, so no event waits out its ack_wait.
+            with anyio.move_on_after(self._expires + self._heartbeat):
+                while self._outstanding > 0:
+                    await self._changed.wait()
+                    self._changed = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        status = msg.headers.get(_STATUS) if msg.headers else None
+        if status is None:
+            self._outstanding = max(0, self._outstanding - 1)
+            if self._stopping:
+                await msg.nak()
+            else:
+                self._deliver(msg)
+            self._wake()
+        elif status == "100":
+            return  # idle heartbeat: the request is alive
+        else:
+            # 408 (expired), 409 (e.g. leadership change): that request is over. The server
+            # says how many of it were never delivered; without that, assume all of them.
+            pending = msg.headers.get(_PENDING) if msg.headers else None
+            if pending is not None and pending.isdigit():
+                self._outstanding = max(0, self._outstanding - int(pending))
+            else:
+                self._outstanding = 0
+            if status not in ("408", "404"):
+                log.info("pull request ended: %s %s", status, msg.headers)
+            self._wake()

@@ -1,0 +1,115 @@
+"""FunctionSpec: everything the control plane needs to know about a deployed function."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from . import protocol
+from .errors import DefinitionError
+
+_SUBJECT_TOKEN_RE = re.compile(r"^[^\s.*>]+$")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function's deployable description; stored msgpack-encoded in the functions bucket."""
+
+    name: str
+    subjects: tuple[str, ...] = ()  # extra trigger subjects besides fn.<name>
+    timeout: float = 60.0  # seconds, per invocation
+    concurrency: int = 8  # invocations in flight per worker
+    min_workers: int = 0  # kept warm even when idle
+    max_workers: int = 4  # cluster-wide ceiling for scale-out
+    idle_timeout: float = 300.0  # seconds a worker stays warm with nothing to do
+    ack_wait: float = 10.0  # seconds before an unacknowledged event is redelivered
+    max_deliver: int = 5  # deliveries before JetStream gives up on an event
+    # Filled in at deploy time.
+    module: str = ""
+    attr: str = ""
+    code_sha: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """Workers of different versions are rolled; any change to the spec or code counts."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:12]
+
+    @property
+    def stream(self) -> str:
+        return protocol.stream_name(self.name)
+
+    @property
+    def event_subjects(self) -> list[str]:
+        return [protocol.event_subject(self.name), *self.subjects]
+
+    def to_bytes(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["subjects"] = list(self.subjects)
+        return msgpack.packb(d, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FunctionSpec:
+        d = msgpack.unpackb(data, raw=False)
+        known = {f.name for f in dataclasses.fields(cls)}
+        # Ignore fields from newer versions so old and new controllers interoperate.
+        d = {k: v for k, v in d.items() if k in known}
+        d["subjects"] = tuple(d.get("subjects", ()))
+        return cls(**d)
+
+    def validate(self) -> FunctionSpec:
+        if not protocol.NAME_RE.match(self.name):
+            raise DefinitionError(
+                f"function name {self.name!r} is not valid: use lower-case letters, digits, "
+                "'_' or '-', starting with a letter (for example name='resize_image')"
+            )
+        for s in self.subjects:
+            _check_subject(s, self.name)
+        if len(set(self.subjects)) != len(self.subjects):
+            raise DefinitionError(f"subjects= lists a subject twice: {list(self.subjects)}")
+        _positive("timeout", self.timeout)
+        _positive("ack_wait", self.ack_wait)
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise DefinitionError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
+        if not isinstance(self.min_workers, int) or self.min_workers < 0:
+            raise DefinitionError(f"min_workers must be an int >= 0, got {self.min_workers!r}")
+        if not isinstance(self.max_workers, int) or self.max_workers < max(1, self.min_workers):
+            raise DefinitionError(
+                f"max_workers must be an int >= max(1, min_workers), got {self.max_workers!r}"
+            )
+        if not isinstance(self.idle_timeout, int | float) or self.idle_timeout < 0:
+            raise DefinitionError(f"idle_timeout must be seconds >= 0, got {self.idle_timeout!r}")
+        if not isinstance(self.max_deliver, int) or not (self.max_deliver >= 1):
+            raise DefinitionError(f"max_deliver must be an int >= 1, got {self.max_deliver!r}")
+        return self
+
+
+def _positive(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise DefinitionError(f"{what} must be a positive number of seconds, got {value!r}")
+
+
+def _check_subject(subject: object, name: str) -> None:
+    if not isinstance(subject, str):
+        raise DefinitionError(f"subjects= takes strings, got {subject!r}")
+    tokens = subject.split(".")
+    bad = (
+        not subject
+        or any(not (t in ("*", ">") or _SUBJECT_TOKEN_RE.match(t)) for t in tokens)
+        or (">" in tokens[:-1])
+    )
+    if bad:
+        raise DefinitionError(
+            f"{subject!r} is not a valid NATS subject (dot-separated tokens, no spaces; "
+            "'*' matches one token, '>' the rest)"
+        )
+    if tokens[0] in (protocol.EVENT_PREFIX, "shoal", "_INBOX") or subject.startswith("$"):
+        raise DefinitionError(
+            f"subject {subject!r} is reserved; fn.{name} is already a trigger of this "
+            "function, so list only your own subjects (for example 'orders.created')"
+        )
