@@ -298,3 +298,7 @@ async def _snapshot(bucket: Any) -> dict[str, bytes]:
     finally:
         await watcher.stop()
     return out
+
+
+if __name__ == "__main__":
+    main()

@@ -84,6 +84,7 @@ class Controller:
         self._draining: dict[str, float] = {}
         self._cold: dict[str, list[Subscription]] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
+        self._announced: dict[str, str] = {}  # function -> version announced as served
         self.functions: SpecView
         self.workers: InfoView
         self.controllers: InfoView
@@ -198,6 +199,11 @@ class Controller:
             await self._act(spec, decide(spec, obs))
             ready = any(w.state == "ready" and w.version == spec.version for w in states)
             await self._set_cold(name, None if ready else spec)
+            if self._announced.get(name) != spec.version:
+                # Requests are answered from here on (by a worker, or queued by the cold
+                # path): tell a waiting deploy so it returns only then.
+                self._announced[name] = spec.version
+                await self.nc.publish(protocol.deployed_subject(name), spec.version.encode())
 
     async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
         _, not_before = self._failures.get(spec.name, (0, 0.0))

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import anyio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -35,8 +36,13 @@ MAX_SOURCE = 900 * 1024  # a KV value must fit one NATS message (1 MiB by defaul
 DEDUPE_WINDOW = 120.0  # seconds during which a repeated Nats-Msg-Id is dropped
 
 
-async def deploy_file(nc: NATS, path: Path) -> list[FunctionSpec]:
-    """Deploy every ``@function`` in a Python file; returns their specs."""
+async def deploy_file(nc: NATS, path: Path, *, wait: float = 5.0) -> list[FunctionSpec]:
+    """Deploy every ``@function`` in a Python file; returns their specs.
+
+    Waits up to ``wait`` seconds for a controller to announce that it serves the new
+    versions, so a request sent right after deploy finds them. Without a controller the
+    deploy still stands: events are stored and served once one runs.
+    """
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise DeployError(f"{path} is not a Python file")
@@ -58,8 +64,25 @@ async def deploy_file(nc: NATS, path: Path) -> list[FunctionSpec]:
         dataclasses.replace(d.spec, module=module.__name__, attr=d.target.__name__, code_sha=sha)
         for d in found
     ]
-    for spec in specs:
-        await deploy_spec(js, spec)
+    announced = await nc.subscribe("shoal.deployed.*")
+    try:
+        for spec in specs:
+            await deploy_spec(js, spec)
+        waiting = {s.name: s.version for s in specs}
+        with anyio.move_on_after(wait):
+            async for msg in announced.messages:
+                name = msg.subject.rsplit(".", 1)[-1]
+                if waiting.get(name) == msg.data.decode():
+                    del waiting[name]
+                if not waiting:
+                    break
+        if waiting:
+            log.warning(
+                "no controller announced %s yet; events are stored until one runs",
+                ", ".join(sorted(waiting)),
+            )
+    finally:
+        await announced.unsubscribe()
     return specs
 
 

@@ -95,6 +95,7 @@ class EmbeddedNats:
             if "Server is ready" in line:
                 self._ready.set()
             log.debug("%s", line)
+        process.stderr.close()
         self._ready.set()  # exited: wake any waiter, which then sees the exit
 
     def stop(self, timeout: float = 10.0) -> None:

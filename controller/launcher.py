@@ -82,7 +82,11 @@ class ProcessLauncher:
             await self.shutdown()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(et, e, tb)
+        try:
+            return await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._send.close()
+            self.exits.close()
 
     async def start(self, request: LaunchRequest) -> None:
         assert self._tg is not None, "use 'async with ProcessLauncher(...)'"

@@ -58,6 +58,11 @@ def worker_stop_subject(worker_id: str) -> str:
     return f"shoal.worker.{worker_id}.stop"
 
 
+def deployed_subject(name: str) -> str:
+    """Where the owning controller announces that a deployed version is being served."""
+    return f"shoal.deployed.{name}"
+
+
 def result_key(request_id: str) -> str:
     """Map any request id to a valid KV key; ids that are already safe map to themselves."""
     if _KEY_RE.match(request_id):

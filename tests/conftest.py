@@ -1,0 +1,127 @@
+"""Fixtures: a real nats-server with JetStream per test, and a controller with process workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgpack
+import pytest
+from nats.aio.client import Client as NATS
+
+from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
+from runtime import protocol
+from runtime.nats_util import connect, kv
+
+FNS = Path(__file__).parent / "fns"
+FUNCTIONS = Path(__file__).parent.parent / "functions"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # nats-py is asyncio-only
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A fresh nats-server with JetStream on a free port, storing under tmp_path."""
+    server = EmbeddedNats(tmp_path / "nats", port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    conn = await connect(nats_server.url, name="test")
+    yield conn
+    await conn.close()
+
+
+# Short heartbeats and ticks keep the tests quick; the behaviour is the production code's.
+FAST = {"SHOAL_HEARTBEAT": "0.2"}
+
+
+@dataclass
+class Cluster:
+    url: str
+    nc: NATS
+    controller: Controller
+    launcher: ProcessLauncher
+
+    async def deploy(self, path: Path) -> list[str]:
+        return [s.name for s in await deploy_file(self.nc, path)]
+
+
+def controller_settings(**overrides: Any) -> ControllerSettings:
+    defaults: dict[str, Any] = {
+        "tick": 0.1,
+        "heartbeat": 0.2,
+        "stale_after": 1.5,
+        "worker_env": FAST,
+    }
+    defaults.update(overrides)
+    return ControllerSettings(**defaults)
+
+
+@pytest.fixture
+async def cluster(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Cluster]:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    async with ProcessLauncher(code_dir=tmp_path / "code", stop_grace=15) as launcher:
+        controller = Controller(nc, launcher, controller_settings())
+        async with anyio.create_task_group() as tg:
+            await tg.start(controller.run)
+            yield Cluster(nats_server.url, nc, controller, launcher)
+            tg.cancel_scope.cancel()
+
+
+async def workers_of(nc: NATS, function: str) -> dict[str, dict[str, Any]]:
+    """The registry's current entries for a function's workers."""
+    bucket = await kv(nc.jetstream(), protocol.WORKERS_BUCKET)
+    out: dict[str, dict[str, Any]] = {}
+    watcher = await bucket.watch(f"{function}.*")
+    try:
+        async for e in watcher:
+            if e is None:
+                break
+            if e.value and e.operation is None:
+                out[e.key] = msgpack.unpackb(e.value)
+            else:
+                out.pop(e.key, None)
+    finally:
+        await watcher.stop()
+    return out
+
+
+async def wait_workers(
+    nc: NATS, function: str, predicate: Any, timeout: float = 20.0
+) -> dict[str, dict[str, Any]]:
+    """Follow the registry until ``predicate(entries)`` holds; entries map key -> info."""
+    bucket = await kv(nc.jetstream(), protocol.WORKERS_BUCKET)
+    entries: dict[str, dict[str, Any]] = {}
+    watcher = await bucket.watch(f"{function}.*")
+    try:
+        with anyio.fail_after(timeout):
+            async for e in watcher:
+                if e is not None:
+                    if e.value and e.operation is None:
+                        entries[e.key] = msgpack.unpackb(e.value)
+                    else:
+                        entries.pop(e.key, None)
+                    if e.delta:  # more of the initial snapshot still to come
+                        continue
+                if predicate(entries):
+                    return entries
+    finally:
+        await watcher.stop()
+    raise AssertionError("unreachable")
+
+
+__all__ = ["FNS", "FUNCTIONS", "Cluster", "controller_settings", "os", "wait_workers", "workers_of"]
