@@ -63,6 +63,7 @@ class ProcessLauncher:
         self.code_dir = code_dir
         self.stop_grace = stop_grace  # seconds a worker gets to drain at shutdown
         self._procs: dict[str, tuple[LaunchRequest, Process]] = {}
+        self._all_exited = anyio.Event()
         self._send: MemoryObjectSendStream[WorkerExit]
         self._send, self.exits = anyio.create_memory_object_stream[WorkerExit](1000)
         self._tg: TaskGroup | None = None
@@ -108,6 +109,9 @@ class ProcessLauncher:
     async def _watch(self, request: LaunchRequest, proc: Process) -> None:
         code = await proc.wait()
         self._procs.pop(request.worker_id, None)
+        if not self._procs:
+            self._all_exited.set()
+            self._all_exited = anyio.Event()
         await self._send.send(WorkerExit(request.worker_id, request.function, code))
 
     async def kill(self, worker_id: str) -> None:
@@ -117,6 +121,11 @@ class ProcessLauncher:
 
     def running(self) -> set[str]:
         return set(self._procs)
+
+    async def wait_all_exited(self) -> None:
+        """Return once no worker of this launcher is running."""
+        if self._procs:
+            await self._all_exited.wait()
 
     def pid(self, worker_id: str) -> int | None:
         entry = self._procs.get(worker_id)

@@ -1,0 +1,194 @@
+"""Invocation overhead: Shoal's two paths against a raw nats-py responder on the same server.
+
+    python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64]
+
+Starts one nats-server, a raw nats-py request/reply responder in its own process (the
+baseline), and a Shoal controller that spawns echo workers as processes. Measures, in one run:
+  (a) raw request/reply,  (b) fn.echo.call,  (c) durable fn.echo with Shoal-Reply-To, end to end,
+sequentially and with N requests in flight, and prints p50/p99, throughput and ratios to (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+from nats.aio.client import Client as NATS
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
+from controller.deploy import deploy_file  # noqa: E402
+from runtime.nats_util import connect  # noqa: E402
+
+RAW_RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def cb(m):
+        await nc.publish(m.reply, m.data)
+    await nc.subscribe("raw.echo", cb=cb)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+PAYLOAD = json.dumps({"text": "hello from the benchmark", "n": 42}).encode()
+HEADERS = {"Content-Type": "application/json"}
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] * 1000
+
+
+async def sequential(n: int, once: Callable[[int], Awaitable[None]]) -> list[float]:
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        await once(i)
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+async def concurrent(
+    seconds: float, inflight: int, once: Callable[[int], Awaitable[None]]
+) -> tuple[list[float], float]:
+    lat: list[float] = []
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+
+    async def lane() -> None:
+        while time.perf_counter() < deadline:
+            i = next(counter)
+            t = time.perf_counter()
+            await once(i)
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(inflight):
+            tg.start_soon(lane)
+    return lat, len(lat) / (time.perf_counter() - start)
+
+
+class Durable:
+    """Publishes to fn.echo with Shoal-Reply-To and matches answers by request id."""
+
+    def __init__(self, nc: NATS, tag: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.tag = tag
+        self.waiting: dict[str, anyio.Event] = {}
+        self.sent = 0  # ids never repeat: JetStream drops a repeated Nats-Msg-Id as a duplicate
+
+    async def start(self) -> None:
+        async def on_reply(msg) -> None:  # noqa: ANN001
+            ev = self.waiting.pop(msg.headers["Shoal-Request-Id"], None)
+            if ev:
+                ev.set()
+
+        await self.nc.subscribe(f"bench.{self.tag}", cb=on_reply)
+
+    async def once(self, i: int) -> None:
+        self.sent += 1
+        rid = f"{self.tag}-{self.sent}"
+        ev = self.waiting[rid] = anyio.Event()
+        await self.js.publish(
+            "fn.echo",
+            PAYLOAD,
+            headers={**HEADERS, "Nats-Msg-Id": rid, "Shoal-Reply-To": f"bench.{self.tag}"},
+        )
+        with anyio.move_on_after(30) as scope:
+            await ev.wait()
+        if scope.cancelled_caught:
+            ci = await self.js.consumer_info("SHOAL_FN_ECHO", "workers")
+            raise RuntimeError(f"no answer for {rid} in 30 s; consumer: {ci}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    server = EmbeddedNats(tmp / "nats", port=0).start()
+    os.environ["SHOAL_NATS_URL"] = server.url
+    raw = subprocess.Popen(
+        [sys.executable, "-c", RAW_RESPONDER, server.url], stdout=subprocess.PIPE, text=True
+    )
+    assert raw.stdout is not None and raw.stdout.readline().strip() == "ready"
+    nc = await connect(server.url, name="bench")
+    try:
+        async with ProcessLauncher(code_dir=tmp / "code") as launcher:
+            async with anyio.create_task_group() as tg:
+                await tg.start(Controller(nc, launcher, ControllerSettings.from_env()).run)
+                await deploy_file(nc, ROOT / "functions" / "echo.py")
+                t = time.perf_counter()
+                await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
+                cold = time.perf_counter() - t
+                await report(nc, args, cold, launcher)
+                tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
+        raw.kill()
+        server.stop()
+
+
+async def report(nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher) -> None:
+    async def raw_once(i: int) -> None:
+        await nc.request("raw.echo", PAYLOAD, timeout=30)
+
+    async def call_once(i: int) -> None:
+        await nc.request("fn.echo.call", PAYLOAD, timeout=30, headers=HEADERS)
+
+    durable = Durable(nc, "seq")
+    await durable.start()
+    durable_c = Durable(nc, "conc")
+    await durable_c.start()
+
+    # Warm every path so no run pays a one-off cost.
+    await sequential(200, raw_once)
+    await sequential(200, call_once)
+    await sequential(200, durable.once)
+
+    rows = []
+    for label, seq_fn, conc_fn in (
+        ("(a) raw nats-py request/reply", raw_once, raw_once),
+        ("(b) fn.echo.call", call_once, call_once),
+        ("(c) durable fn.echo + Shoal-Reply-To", durable.once, durable_c.once),
+    ):
+        seq = await sequential(args.n, seq_fn)
+        conc, rate = await concurrent(args.seconds, args.inflight, conc_fn)
+        rows.append((label, seq, conc, rate))
+
+    base_seq = statistics.median(rows[0][1])
+    base_conc = statistics.median(rows[0][2])
+    print(f"\ncold start, zero workers to first answer of fn.echo.call: {cold * 1000:.0f} ms")
+    print(f"echo workers at the end: {len(launcher.running())}\n")
+    print(f"{'path':<40}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
+          f"{'@' + str(args.inflight) + ' p50':>9}{'p99':>8}{'x raw':>7}{'req/s':>9}")
+    for label, seq, conc, rate in rows:
+        print(
+            f"{label:<40}{pct(seq, .5):>8.2f}m{pct(seq, .99):>8.2f}m"
+            f"{statistics.median(seq) / base_seq:>7.2f}   "
+            f"{pct(conc, .5):>8.2f}m{pct(conc, .99):>7.2f}m"
+            f"{statistics.median(conc) / base_conc:>7.2f}{rate:>9.0f}"
+        )
+    print("\n(ms; 'x raw' = p50 / p50 of (a) in the same mode)")
+    print("targets: (b) seq p50 <= 2.5x raw, (c) seq p50 <= 4x raw, >= 3000 invocations/s @64")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=2000, help="sequential requests per path")
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each concurrent run")
+    p.add_argument("--inflight", type=int, default=64)
+    anyio.run(main, p.parse_args())

@@ -1,0 +1,64 @@
+"""Payload decoding and encoding: JSON, msgpack, and typed errors for everything else."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime import InvalidPayload, ResultNotSerializable
+from runtime.codec import decode, encode
+from runtime.errors import FunctionTimeout, ShoalError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_json_round_trip(value: object) -> None:
+    assert decode(encode(value, "json"), "application/json") == (value, "json")
+    assert decode(encode(value, "json"), None) == (value, "json")
+
+
+@given(json_values | st.binary())
+def test_msgpack_round_trip(value: object) -> None:
+    assert decode(encode(value, "msgpack"), "application/msgpack") == (value, "msgpack")
+
+
+def test_headerless_msgpack_is_recognised() -> None:
+    body = msgpack.packb({"a": b"\x00"})
+    assert decode(body, None) == ({"a": b"\x00"}, "msgpack")
+
+
+@pytest.mark.parametrize(
+    ("data", "ctype"),
+    [
+        (b"{trunc", "application/json"),
+        (msgpack.packb({"a": "long string"})[:-3], "application/msgpack"),
+        (b"\xc1", None),
+        (b"hello there", None),
+        (b"{}", "text/xml"),
+        (b"[" * 100_000, "application/json"),
+    ],
+)
+def test_bad_payloads_raise_invalid_payload(data: bytes, ctype: str | None) -> None:
+    with pytest.raises(InvalidPayload):
+        decode(data, ctype)
+
+
+def test_unencodable_result_is_typed() -> None:
+    with pytest.raises(ResultNotSerializable):
+        encode({"x": object()}, "json")
+    with pytest.raises(ResultNotSerializable):
+        encode(float("nan"), "json")
+
+
+def test_errors_round_trip_by_code() -> None:
+    wire = FunctionTimeout("too slow", request_id="r1").to_wire()
+    back = ShoalError.from_wire(wire)
+    assert isinstance(back, FunctionTimeout) and back.request_id == "r1"
+    assert wire["type"] == "FunctionTimeout" and wire["code"] == "timeout"

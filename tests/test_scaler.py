@@ -1,0 +1,47 @@
+"""The scaling policy, on its own."""
+
+from __future__ import annotations
+
+from controller.scaler import Observation, WorkerState, decide
+from runtime.spec import FunctionSpec
+
+SPEC = FunctionSpec(name="f", concurrency=4, max_workers=3, idle_timeout=10, code_sha="x")
+
+
+def w(i: int, inflight: int = 0, idle: float = 0.0, version: str | None = None) -> WorkerState:
+    return WorkerState(f"w{i}", version or SPEC.version, "ready", inflight, idle)
+
+
+def test_scale_from_zero_on_first_event() -> None:
+    assert decide(SPEC, Observation(pending=1, ack_pending=0)).spawn == 1
+
+
+def test_unacknowledged_events_of_a_dead_worker_need_a_worker() -> None:
+    assert decide(SPEC, Observation(pending=0, ack_pending=2)).spawn == 1
+
+
+def test_backlog_scales_out_to_the_max_and_no_further() -> None:
+    assert decide(SPEC, Observation(pending=9, ack_pending=4, workers=[w(1, 4)])).spawn == 2
+    assert decide(SPEC, Observation(pending=100, ack_pending=0)).spawn == 3
+    assert decide(SPEC, Observation(100, 0, [w(1, 4), w(2, 4)], starting=1)).spawn == 0
+
+
+def test_saturated_request_reply_load_adds_a_worker() -> None:
+    assert decide(SPEC, Observation(0, 0, [w(1, inflight=4)])).spawn == 1
+
+
+def test_idle_past_window_drains_busy_or_recent_does_not() -> None:
+    d = decide(SPEC, Observation(0, 0, [w(1, idle=11), w(2, idle=3), w(3, inflight=1)]))
+    assert d.spawn == 0 and d.drain == ("w1",)
+
+
+def test_min_workers_stay_warm() -> None:
+    spec = FunctionSpec(name="f", min_workers=1, idle_timeout=1, code_sha="x")
+    d = decide(spec, Observation(0, 0, [WorkerState("a", spec.version, "ready", 0, 50)]))
+    assert d.drain == () and d.spawn == 0
+    assert decide(spec, Observation(0, 0)).spawn == 1
+
+
+def test_old_versions_are_drained() -> None:
+    d = decide(SPEC, Observation(1, 0, [w(1, version="old")]))
+    assert d.drain == ("w1",) and d.spawn == 1

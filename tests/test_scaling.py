@@ -1,0 +1,132 @@
+"""Scale from zero, out under backlog, back to zero; replace killed workers; redeploy live."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from controller import Controller, ProcessLauncher, deploy_file
+from runtime import Client
+from tests.conftest import FNS, Cluster, controller_settings, wait_workers, workers_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_scale_from_zero_then_idle_down_to_zero(cluster: Cluster) -> None:
+    await cluster.deploy(FNS / "basics.py")
+    assert await workers_of(cluster.nc, "brief") == {}
+    assert await Client(cluster.nc).call("brief", {"n": 1}, timeout=30) == {"n": 1}
+    up = await wait_workers(cluster.nc, "brief", lambda e: len(e) == 1)
+    assert len(up) == 1
+    # idle_timeout=0.5s: the controller drains it, and the worker deregisters as it exits.
+    await wait_workers(cluster.nc, "brief", lambda e: e == {})
+    with anyio.fail_after(20):
+        await cluster.launcher.wait_all_exited()
+    assert cluster.launcher.running() == set()
+
+
+async def test_sigkilled_worker_mid_event_still_completes(cluster: Cluster) -> None:
+    await cluster.deploy(FNS / "basics.py")
+    nc = cluster.nc
+    answers = await nc.subscribe("stall.answers")
+    await nc.jetstream().publish(
+        "fn.stall", b'{"job": 7}', headers={"Shoal-Reply-To": "stall.answers"}
+    )
+    busy = await wait_workers(nc, "stall", lambda e: any(w["inflight"] for w in e.values()))
+    (victim,) = [w for w in busy.values() if w["inflight"]]
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    reply = await answers.next_msg(timeout=30)
+    assert json.loads(reply.data) == {"attempt": 2, "event": {"job": 7}}
+    # A replacement served it: the killed worker is gone from the registry.
+    now = await workers_of(nc, "stall")
+    assert all(w["id"] != victim["id"] for w in now.values())
+
+
+async def test_scales_out_under_backlog_up_to_max(cluster: Cluster) -> None:
+    await cluster.deploy(FNS / "scaling.py")
+    nc = cluster.nc
+    answers = await nc.subscribe("chunky.answers")
+    n = 24
+    for i in range(n):
+        await nc.jetstream().publish(
+            "fn.chunky", json.dumps({"i": i}).encode(), headers={"Shoal-Reply-To": "chunky.answers"}
+        )
+    most = 0
+
+    def enough(entries: dict[str, dict[str, object]]) -> bool:
+        nonlocal most
+        most = max(most, len(entries))
+        return len(entries) >= 2
+
+    await wait_workers(nc, "chunky", enough)
+    got = sorted([json.loads((await answers.next_msg(timeout=30)).data) for _ in range(n)])
+    assert got == list(range(n))
+    assert 2 <= most <= 3
+    assert max(len(await workers_of(nc, "chunky")), 0) <= 3
+
+
+async def test_redeploy_rolls_workers_without_restart(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "versioned.py"
+    src.write_text(
+        "from runtime import function\n\n@function\ndef versioned(event):\n    return 'v1'\n"
+    )
+    await cluster.deploy(src)
+    client = Client(cluster.nc)
+    assert await client.call("versioned", None, timeout=30) == "v1"
+    old = await wait_workers(cluster.nc, "versioned", lambda e: len(e) == 1)
+
+    src.write_text(src.read_text().replace("'v1'", "'v2'"))
+    await cluster.deploy(src)
+    await wait_workers(cluster.nc, "versioned", lambda e: not set(old) & set(e))
+    assert await client.call("versioned", None, timeout=30) == "v2"
+
+
+async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
+    nats_server, nc, tmp_path, monkeypatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    names = [s.name for s in await deploy_file(nc, FNS / "basics.py", wait=0)]
+    answers = await nc.subscribe("shared.answers")
+    async with (
+        ProcessLauncher(code_dir=tmp_path / "a") as la,
+        ProcessLauncher(code_dir=tmp_path / "b") as lb,
+        anyio.create_task_group() as tg,
+    ):
+        a = Controller(nc, la, controller_settings(controller_id="ctl-a"))
+        b = Controller(nc, lb, controller_settings(controller_id="ctl-b"))
+        await tg.start(a.run)
+        b_scope = anyio.CancelScope()
+
+        async def run_b(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:  # noqa: ANN001
+            with b_scope:
+                await b.run(task_status=task_status)
+
+        await tg.start(run_b)
+        with anyio.fail_after(10):  # each sees the other's heartbeat
+            while len(a.controllers.items(1.5)) < 2 or len(b.controllers.items(1.5)) < 2:
+                await a.controllers.changed.wait()
+        owners = {n: a.owner(n) for n in names}
+        assert owners == {n: b.owner(n) for n in names}
+        assert set(owners.values()) == {"ctl-a", "ctl-b"}, owners
+
+        # Work for a function controller b owns, queued durably; then b goes away.
+        target = next(n for n in ("ping", "brief", "info") if owners[n] == "ctl-b")
+        for i in range(20):
+            await nc.jetstream().publish(
+                f"fn.{target}", json.dumps({"i": i}).encode(),
+                headers={"Shoal-Reply-To": "shared.answers", "Nats-Msg-Id": f"shared-{i}"},
+            )
+        b_scope.cancel()
+        seen = set()
+        for _ in range(20):
+            reply = await answers.next_msg(timeout=30)
+            seen.add(reply.headers["Shoal-Request-Id"])
+        assert seen == {f"shared-{i}" for i in range(20)}
+        assert a.owner(target) == "ctl-a"
+        tg.cancel_scope.cancel()
