@@ -94,7 +94,7 @@ class Durable:
         self.sent = 0  # ids never repeat: JetStream drops a repeated Nats-Msg-Id as a duplicate
 
     async def start(self) -> None:
-        async def on_reply(msg) -> None:  # noqa: ANN001
+        async def on_reply(msg) -> None:
             ev = self.waiting.pop(msg.headers["Shoal-Request-Id"], None)
             if ev:
                 ev.set()
@@ -117,14 +117,19 @@ class Durable:
             raise RuntimeError(f"no answer for {rid} in 30 s; consumer: {ci}")
 
 
-async def main(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+def start_baseline(tmp: Path) -> tuple[EmbeddedNats, subprocess.Popen[str]]:
     server = EmbeddedNats(tmp / "nats", port=0).start()
     os.environ["SHOAL_NATS_URL"] = server.url
     raw = subprocess.Popen(
         [sys.executable, "-c", RAW_RESPONDER, server.url], stdout=subprocess.PIPE, text=True
     )
     assert raw.stdout is not None and raw.stdout.readline().strip() == "ready"
+    return server, raw
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    server, raw = start_baseline(tmp)
     nc = await connect(server.url, name="bench")
     try:
         async with ProcessLauncher(code_dir=tmp / "code") as launcher:
@@ -142,7 +147,9 @@ async def main(args: argparse.Namespace) -> None:
         server.stop()
 
 
-async def report(nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher) -> None:
+async def report(
+    nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher
+) -> None:
     async def raw_once(i: int) -> None:
         await nc.request("raw.echo", PAYLOAD, timeout=30)
 
@@ -173,13 +180,15 @@ async def report(nc: NATS, args: argparse.Namespace, cold: float, launcher: Proc
     base_conc = statistics.median(rows[0][2])
     print(f"\ncold start, zero workers to first answer of fn.echo.call: {cold * 1000:.0f} ms")
     print(f"echo workers at the end: {len(launcher.running())}\n")
-    print(f"{'path':<40}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
-          f"{'@' + str(args.inflight) + ' p50':>9}{'p99':>8}{'x raw':>7}{'req/s':>9}")
+    print(
+        f"{'path':<40}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
+        f"{'@' + str(args.inflight) + ' p50':>9}{'p99':>8}{'x raw':>7}{'req/s':>9}"
+    )
     for label, seq, conc, rate in rows:
         print(
-            f"{label:<40}{pct(seq, .5):>8.2f}m{pct(seq, .99):>8.2f}m"
+            f"{label:<40}{pct(seq, 0.5):>8.2f}m{pct(seq, 0.99):>8.2f}m"
             f"{statistics.median(seq) / base_seq:>7.2f}   "
-            f"{pct(conc, .5):>8.2f}m{pct(conc, .99):>7.2f}m"
+            f"{pct(conc, 0.5):>8.2f}m{pct(conc, 0.99):>7.2f}m"
             f"{statistics.median(conc) / base_conc:>7.2f}{rate:>9.0f}"
         )
     print("\n(ms; 'x raw' = p50 / p50 of (a) in the same mode)")

@@ -83,25 +83,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _nats_answers(url: str) -> NATS | None:
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
+
+
+async def _nats_answers(url: str, wait: float) -> NATS | None:
+    """Connect if a server answers at ``url`` within ``wait`` seconds, else None."""
     parsed = urlparse(url)
-    try:
-        # A bare TCP probe first: nats-py would keep retrying a refused connection.
-        with anyio.fail_after(2):
-            stream = await anyio.connect_tcp(parsed.hostname or "127.0.0.1", parsed.port or 4222)
-            await stream.aclose()
-    except (OSError, TimeoutError):
-        return None
-    return await connect(url, name="shoal-up")
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+    with anyio.move_on_after(wait):
+        while True:
+            # A bare TCP probe: nats-py would keep retrying a refused connection forever.
+            try:
+                with anyio.fail_after(2):
+                    stream = await anyio.connect_tcp(host, port)
+                await stream.aclose()
+                return await connect(url, name="shoal-up")
+            except (OSError, TimeoutError):
+                if wait <= 0:
+                    return None
+            await anyio.sleep(0.5)  # a server that is still starting (compose) gets time
+    return None
 
 
 async def _up(args: argparse.Namespace) -> None:
     url = nats_url()
     server: EmbeddedNats | None = None
-    nc = await _nats_answers(url)
+    parsed = urlparse(url)
+    local = parsed.hostname in LOCAL_HOSTS
+    # A remote server may still be starting; a local one that is not there, we start.
+    nc = await _nats_answers(url, wait=0 if local else 60)
     if nc is None:
-        parsed = urlparse(url)
-        if parsed.hostname not in ("127.0.0.1", "localhost", "0.0.0.0", "::1"):
+        if not local:
             raise ShoalError(f"no NATS server answers at {url}")
         server = EmbeddedNats(
             args.data / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222

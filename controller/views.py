@@ -57,7 +57,7 @@ class BucketView(Generic[T]):
                     self.changed = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     def items(self, max_age: float | None = None) -> dict[str, T]:
         """Current entries; with ``max_age``, only those refreshed within that many seconds."""

@@ -123,7 +123,7 @@ class Client:
         except TimeoutError:
             pass
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
         raise ResultNotFound(
             f"no result for {request_id!r} within {timeout:g}s", request_id=request_id
         )

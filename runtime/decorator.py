@@ -141,7 +141,7 @@ def _check_class(cls: type) -> Callable[..., Any]:
             p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
         ):
             raise DefinitionError(f"{cls.__qualname__}.setup must take only 'self'")
-    return cls.__call__  # type: ignore[no-any-return]
+    return cls.__call__
 
 
 def _check_signature(fn: Callable[..., Any], qualname: str, *, skip_self: bool) -> bool:

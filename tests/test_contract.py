@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import anyio
@@ -73,14 +72,12 @@ async def test_durable_event_answers_on_reply_subject_and_by_id(cluster: Cluster
     assert result is not None and result.unwrap() == {"order": 42}
 
     # And from the CLI.
-    out = subprocess.run(
+    out = await anyio.run_process(
         [sys.executable, "-m", "controller.cli", "result", "order-42"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        check=False,
         env={**os.environ, "SHOAL_NATS_URL": cluster.url},
     )
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stderr.decode()
     assert json.loads(out.stdout)["result"] == {"order": 42}
 
 

@@ -10,11 +10,11 @@ from runtime.decorator import definition_of
 
 def test_bare_and_called_forms() -> None:
     @function
-    def echo(event):  # noqa: ANN001, ANN202
+    def echo(event):
         return event
 
     @function(name="orders", subjects=["orders.created"], timeout=30, concurrency=8)
-    async def on_order(event):  # noqa: ANN001, ANN202
+    async def on_order(event):
         return event
 
     assert echo({"a": 1}) == {"a": 1}  # still a plain function for the author's own tests
@@ -41,15 +41,15 @@ def test_class_with_setup() -> None:
 
 def test_ctx_parameter_is_detected() -> None:
     @function
-    def with_ctx(event, ctx=None):  # noqa: ANN001, ANN202
+    def with_ctx(event, ctx=None):
         return ctx
 
     d = definition_of(with_ctx)
     assert d is not None and d.wants_ctx
 
 
-def fresh():  # noqa: ANN201
-    def handler(event):  # noqa: ANN001, ANN202
+def fresh():
+    def handler(event):
         return event
 
     return handler
@@ -71,7 +71,7 @@ def fresh():  # noqa: ANN201
         (lambda: function(42), "applies to a function or a class"),
     ],
 )
-def test_misuse_fails_when_applied(apply, hint: str) -> None:  # noqa: ANN001
+def test_misuse_fails_when_applied(apply, hint: str) -> None:
     with pytest.raises(DefinitionError) as e:
         apply()
     assert hint in str(e.value)
@@ -81,19 +81,19 @@ def test_signature_and_shape_errors() -> None:
     with pytest.raises(DefinitionError, match="first parameter"):
 
         @function
-        def no_args():  # noqa: ANN202
+        def no_args():
             return 1
 
     with pytest.raises(DefinitionError, match="required parameter 'extra'"):
 
         @function
-        def two(event, extra):  # noqa: ANN001, ANN202
+        def two(event, extra):
             return 1
 
     with pytest.raises(DefinitionError, match="generator"):
 
         @function
-        def gen(event):  # noqa: ANN001, ANN202
+        def gen(event):
             yield event
 
     with pytest.raises(DefinitionError, match="__call__"):
@@ -111,7 +111,7 @@ def test_signature_and_shape_errors() -> None:
             def __call__(self, event: object) -> object:
                 return event
 
-    def twice(event):  # noqa: ANN001, ANN202
+    def twice(event):
         return event
 
     function(twice)

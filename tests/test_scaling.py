@@ -88,7 +88,7 @@ async def test_redeploy_rolls_workers_without_restart(cluster: Cluster, tmp_path
 
 
 async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
-    nats_server, nc, tmp_path, monkeypatch  # noqa: ANN001
+    nats_server, nc, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
     names = [s.name for s in await deploy_file(nc, FNS / "basics.py", wait=0)]
@@ -103,7 +103,7 @@ async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
         await tg.start(a.run)
         b_scope = anyio.CancelScope()
 
-        async def run_b(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:  # noqa: ANN001
+        async def run_b(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
             with b_scope:
                 await b.run(task_status=task_status)
 
@@ -119,7 +119,8 @@ async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
         target = next(n for n in ("ping", "brief", "info") if owners[n] == "ctl-b")
         for i in range(20):
             await nc.jetstream().publish(
-                f"fn.{target}", json.dumps({"i": i}).encode(),
+                f"fn.{target}",
+                json.dumps({"i": i}).encode(),
                 headers={"Shoal-Reply-To": "shared.answers", "Nats-Msg-Id": f"shared-{i}"},
             )
         b_scope.cancel()

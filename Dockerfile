@@ -1,0 +1,20 @@
+# The controller image: `shoal up` against the cluster's NATS, workers as processes inside it.
+# (The container launcher, handler and executor images come with the container work.)
+FROM python:3.11-slim
+
+WORKDIR /app
+# Dependencies first, so a code change rebuilds only the last layers.
+COPY pyproject.toml README.md ./
+RUN mkdir runtime controller storage \
+    && touch runtime/__init__.py controller/__init__.py storage/__init__.py \
+    && pip install --no-cache-dir . \
+    && pip uninstall -y shoal
+COPY runtime runtime
+COPY controller controller
+COPY storage storage
+RUN pip install --no-cache-dir --no-deps .
+COPY functions functions
+
+ENV SHOAL_DATA_DIR=/var/lib/shoal
+ENTRYPOINT ["shoal"]
+CMD ["up", "--functions", "/app/functions"]
