@@ -81,6 +81,7 @@ class Controller:
         self.id = self.settings.controller_id
         self._wake = anyio.Event()
         self._starting: dict[str, _Starting] = {}
+        self._mine: set[str] = set()  # launched here and not yet exited
         self._draining: dict[str, float] = {}
         self._cold: dict[str, list[Subscription]] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
@@ -140,6 +141,7 @@ class Controller:
     async def _on_exits(self, workers_kv: Any) -> None:
         async for ex in self.launcher.exits:
             starting = self._starting.pop(ex.worker_id, None)
+            self._mine.discard(ex.worker_id)
             expected = self._draining.pop(ex.worker_id, None) is not None
             if not expected:
                 log.warning(
@@ -179,6 +181,10 @@ class Controller:
                 log.warning("worker %s of %s never reported in; killing it", wid, s.function)
                 await self.launcher.kill(wid)
 
+        live_ids = {str(w.get("id")) for ws in by_function.values() for w in ws}
+        for wid in list(self._draining):
+            if wid not in live_ids and wid not in self._mine:
+                del self._draining[wid]  # gone, whoever launched it
         for name in list(self._cold):
             if name not in specs or self.owner(name) != self.id:
                 await self._set_cold(name, None)
@@ -220,6 +226,7 @@ class Controller:
     async def _spawn(self, spec: FunctionSpec) -> None:
         wid = uuid.uuid4().hex[:12]
         self._starting[wid] = _Starting(spec.name, time.monotonic())
+        self._mine.add(wid)
         env = {
             "SHOAL_NATS_URL": self.nc.connected_url.geturl()
             if self.nc.connected_url
@@ -231,6 +238,7 @@ class Controller:
             await self.launcher.start(LaunchRequest(spec.name, wid, spec.version, env))
         except Exception:
             self._starting.pop(wid, None)
+            self._mine.discard(wid)
             log.exception("could not start a worker for %s", spec.name)
 
     async def _set_cold(self, name: str, spec: FunctionSpec | None) -> None:

@@ -76,6 +76,7 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # stopped by us after the workers drain, not by Ctrl-C
         )
         threading.Thread(target=self._read_log, args=(self.process,), daemon=True).start()
         if not self._ready.wait(timeout) or self.process.poll() is not None:

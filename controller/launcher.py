@@ -99,8 +99,15 @@ class ProcessLauncher:
             "SHOAL_CODE_DIR": str(self.code_dir),
             "SHOAL_PARENT_PID": str(os.getpid()),
         }
+        # A session of its own: a Ctrl-C in the terminal reaches the controller, which drains
+        # workers in order, instead of hitting every worker at once.
         proc = await anyio.open_process(
-            [sys.executable, "-m", "runtime.worker"], env=env, stdin=None, stdout=None, stderr=None
+            [sys.executable, "-m", "runtime.worker"],
+            env=env,
+            stdin=None,
+            stdout=None,
+            stderr=None,
+            start_new_session=True,
         )
         self._procs[request.worker_id] = (request, proc)
         log.info("started worker %s for %s (pid %d)", request.worker_id, request.function, proc.pid)
