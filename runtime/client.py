@@ -10,11 +10,12 @@ import anyio
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from . import codec, protocol
 from .codec import Encoding
-from .errors import ResultNotFound, ShoalError, WorkerUnavailable
+from .errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
 from .nats_util import connect, kv
 from .results import Result, ResultStore
 
@@ -62,9 +63,13 @@ class Client:
                 headers=headers,
             )
         except NoRespondersError:
+            if not await self._deployed(function):
+                raise FunctionNotFound(
+                    f"no function {function!r} is deployed: shoal deploy <file.py>",
+                    request_id=request_id,
+                ) from None
             raise WorkerUnavailable(
-                f"nothing serves {function!r}: deploy it (shoal deploy) and run a controller "
-                "(shoal up)",
+                f"{function!r} is deployed but nothing serves it: run a controller (shoal up)",
                 request_id=request_id,
             ) from None
         except NatsTimeout:
@@ -127,6 +132,14 @@ class Client:
         raise ResultNotFound(
             f"no result for {request_id!r} within {timeout:g}s", request_id=request_id
         )
+
+    async def _deployed(self, function: str) -> bool:
+        functions = await kv(self.nc.jetstream(), protocol.FUNCTIONS_BUCKET)
+        try:
+            await functions.get(function)
+        except KeyNotFoundError:
+            return False
+        return True
 
     async def _store(self) -> ResultStore:
         if self._results is None:

@@ -180,3 +180,15 @@ async def test_event_published_before_any_controller_is_processed(
             got = sorted([json.loads((await sub.next_msg(timeout=30)).data)["i"] for _ in range(3)])
             tg.cancel_scope.cancel()
     assert got == [0, 1, 2]
+
+
+async def test_unknown_function_and_no_controller_are_told_apart(nc) -> None:
+    from controller import deploy_file
+    from runtime import FunctionNotFound, WorkerUnavailable
+
+    client = Client(nc)
+    with pytest.raises(FunctionNotFound, match="shoal deploy"):
+        await client.call("nope", {}, timeout=5)
+    await deploy_file(nc, FUNCTIONS / "echo.py", wait=0)
+    with pytest.raises(WorkerUnavailable, match="run a controller"):
+        await client.call("echo", {}, timeout=5)
