@@ -22,14 +22,12 @@ from typing import Any
 import anyio
 import msgpack
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from runtime import codec, protocol
-from runtime.errors import WorkerUnavailable
+from runtime import protocol
 from runtime.nats_util import kv, nats_url
 from runtime.spec import FunctionSpec
 
+from .cold import ColdPath
 from .launcher import Launcher, LaunchRequest
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
@@ -83,7 +81,7 @@ class Controller:
         self._starting: dict[str, _Starting] = {}
         self._mine: set[str] = set()  # launched here and not yet exited
         self._draining: dict[str, float] = {}
-        self._cold: dict[str, list[Subscription]] = {}
+        self._cold: dict[str, ColdPath] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
         self._announced: dict[str, str] = {}  # function -> version announced as served
         self.functions: SpecView
@@ -123,9 +121,8 @@ class Controller:
                     self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
-                for subs in self._cold.values():
-                    for sub in subs:
-                        await _quietly(sub.unsubscribe())
+                for path in self._cold.values():
+                    await _quietly(path.close())
                 await _quietly(controllers_kv.delete(self.id))
 
     async def _heartbeats(self, bucket: Any, info: bytes) -> None:
@@ -191,17 +188,20 @@ class Controller:
         for name, spec in specs.items():
             if self.owner(name) != self.id:
                 continue
-            try:
-                ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
-            except Exception as e:
-                log.warning("cannot read backlog of %s: %s", name, e)
-                continue
-            infos = by_function.get(name, [])
-            states = [_worker_state(w) for w in infos]
+            states = [_worker_state(w) for w in by_function.get(name, [])]
             starting = sum(1 for s in self._starting.values() if s.function == name)
-            obs = Observation(
-                int(ci.num_pending or 0), int(ci.num_ack_pending or 0), states, starting
-            )
+            cold = self._cold.get(name)
+            if spec.kind == "executor":
+                # Executors' load is in their heartbeats, plus items held while cold.
+                pending, unacked = (cold.held if cold else 0), 0
+            else:
+                try:
+                    ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
+                except Exception as e:
+                    log.warning("cannot read backlog of %s: %s", name, e)
+                    continue
+                pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
+            obs = Observation(pending, unacked, states, starting)
             await self._act(spec, decide(spec, obs))
             ready = any(w.state == "ready" and w.version == spec.version for w in states)
             await self._set_cold(name, None if ready else spec)
@@ -242,54 +242,20 @@ class Controller:
             log.exception("could not start a worker for %s", spec.name)
 
     async def _set_cold(self, name: str, spec: FunctionSpec | None) -> None:
-        """While a function has no ready worker, answer its requests by queueing them durably."""
+        """Stand in for a function's workers while it has none (see :mod:`controller.cold`)."""
+        path = self._cold.get(name)
         if spec is None:
-            for sub in self._cold.pop(name, []):
-                await _quietly(sub.unsubscribe())
+            if path is not None:
+                del self._cold[name]
+                await path.close()
             return
-        if name in self._cold:
-            return
-
-        async def forward(msg: Msg) -> None:
-            await self._forward_call(spec, msg)
-
-        async def wake(msg: Msg) -> None:
-            self.wake()
-
-        subs = [
-            await self.nc.subscribe(
-                protocol.call_subject(name), queue=protocol.queue_group(name), cb=forward
-            )
-        ]
-        for subject in spec.event_subjects:
-            subs.append(await self.nc.subscribe(subject, cb=wake))
-        self._cold[name] = subs
-
-    async def _forward_call(self, spec: FunctionSpec, msg: Msg) -> None:
-        # A request that found no warm worker becomes a durable event whose answer goes to
-        # the requester's inbox: the caller waits for a cold start instead of failing.
-        headers = dict(msg.headers or {})
-        if msg.reply:
-            headers[protocol.REPLY_TO] = msg.reply
-        try:
-            await self.js.publish(protocol.event_subject(spec.name), msg.data, headers=headers)
-        except Exception as e:
-            if msg.reply:
-                err = WorkerUnavailable(
-                    f"{spec.name} is cold and its event could not be queued: {e}"
-                )
-                enc = codec.encoding_of(headers.get(protocol.CONTENT_TYPE))
-                await _quietly(
-                    self.nc.publish(
-                        msg.reply,
-                        codec.encode({"error": err.to_wire()}, enc),
-                        headers={
-                            protocol.STATUS: "error",
-                            protocol.CONTENT_TYPE: codec.CONTENT_TYPES[enc],
-                        },
-                    )
-                )
-        self.wake()
+        if path is not None and path.spec.version != spec.version:
+            await self._set_cold(name, None)
+            path = None
+        if path is None:
+            path = ColdPath(self.nc, spec, self.wake)
+            await path.open()
+            self._cold[name] = path
 
 
 def _worker_state(info: dict[str, Any]) -> WorkerState:

@@ -22,7 +22,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
 from runtime import protocol
 from runtime.errors import DeployError
@@ -36,12 +36,15 @@ MAX_SOURCE = 900 * 1024  # a KV value must fit one NATS message (1 MiB by defaul
 DEDUPE_WINDOW = 120.0  # seconds during which a repeated Nats-Msg-Id is dropped
 
 
-async def deploy_file(nc: NATS, path: Path, *, wait: float = 5.0) -> list[FunctionSpec]:
+async def deploy_file(
+    nc: NATS, path: Path, *, wait: float = 5.0, fuse: bool | None = None
+) -> list[FunctionSpec]:
     """Deploy every ``@function`` in a Python file; returns their specs.
 
     Waits up to ``wait`` seconds for a controller to announce that it serves the new
     versions, so a request sent right after deploy finds them. Without a controller the
-    deploy still stands: events are stored and served once one runs.
+    deploy still stands: events are stored and served once one runs. ``fuse`` overrides
+    the handlers' ``fuse=`` option (run their executors in-process).
     """
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
@@ -64,11 +67,24 @@ async def deploy_file(nc: NATS, path: Path, *, wait: float = 5.0) -> list[Functi
         dataclasses.replace(d.spec, module=module.__name__, attr=d.target.__name__, code_sha=sha)
         for d in found
     ]
+    if fuse is not None:
+        specs = [dataclasses.replace(s, fuse=fuse) if s.uses else s for s in specs]
+    # Executors first: a handler's workers look up the executors it uses.
+    specs.sort(key=lambda s: s.kind != "executor")
+    here = {s.name for s in specs}
+    for s in specs:
+        for used in s.uses:
+            if used not in here:
+                raise DeployError(
+                    f"{s.name} uses executor {used!r}, which is not defined in {path.name}: "
+                    "a deployed file is one module, so define the executor beside its handler"
+                )
     announced = await nc.subscribe("shoal.deployed.*")
     try:
+        waiting = {}
         for spec in specs:
-            await deploy_spec(js, spec)
-        waiting = {s.name: s.version for s in specs}
+            if await deploy_spec(js, spec):
+                waiting[spec.name] = spec.version
         with anyio.move_on_after(wait):
             async for msg in announced.messages:
                 name = msg.subject.rsplit(".", 1)[-1]
@@ -86,13 +102,23 @@ async def deploy_file(nc: NATS, path: Path, *, wait: float = 5.0) -> list[Functi
     return specs
 
 
-async def deploy_spec(js: JetStreamContext, spec: FunctionSpec) -> None:
-    """Create or update a function's stream and consumer, then publish its spec."""
+async def deploy_spec(js: JetStreamContext, spec: FunctionSpec) -> bool:
+    """Create or update a function's stream and consumer, then publish its spec.
+
+    Returns False when that exact version was already deployed.
+    """
     spec.validate()
-    await ensure_stream(js, spec)
+    if spec.kind == "function":  # executors take requests from handlers, not events
+        await ensure_stream(js, spec)
     functions = await kv(js, protocol.FUNCTIONS_BUCKET)
+    try:
+        if (await functions.get(spec.name)).value == spec.to_bytes():
+            return False
+    except KeyNotFoundError:
+        pass
     await functions.put(spec.name, spec.to_bytes())
     log.info("deployed %s (version %s) on %s", spec.name, spec.version, spec.event_subjects)
+    return True
 
 
 async def ensure_stream(js: JetStreamContext, spec: FunctionSpec) -> None:

@@ -47,8 +47,8 @@ def decide(spec: FunctionSpec, obs: Observation) -> Decision:
 
     inflight = sum(w.inflight for w in current)
     demand = obs.pending + max(obs.ack_pending, inflight)
-    desired = math.ceil(demand / spec.concurrency)
-    if current and inflight >= len(current) * spec.concurrency:
+    desired = math.ceil(demand / spec.capacity)
+    if current and inflight >= len(current) * spec.capacity:
         # Every slot is busy: request/reply load queued in front of the workers is
         # invisible to JetStream, so saturation itself asks for one more.
         desired = max(desired, len(current) + 1)

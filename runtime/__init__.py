@@ -8,10 +8,11 @@
 
 from .client import Client
 from .context import Context
-from .decorator import function
+from .decorator import executor, function
 from .errors import (
     DefinitionError,
     DeployError,
+    ExecutorUnavailable,
     FunctionError,
     FunctionNotFound,
     FunctionTimeout,
@@ -30,6 +31,7 @@ __all__ = [
     "Context",
     "DefinitionError",
     "DeployError",
+    "ExecutorUnavailable",
     "FunctionError",
     "FunctionNotFound",
     "FunctionTimeout",
@@ -39,5 +41,6 @@ __all__ = [
     "ResultNotSerializable",
     "ShoalError",
     "WorkerUnavailable",
+    "executor",
     "function",
 ]

@@ -57,7 +57,7 @@ def _decode_as(data: bytes, enc: Encoding) -> Any:
     try:
         if enc == "json":
             return json.loads(data)
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
     except (
         ValueError,
         RecursionError,
@@ -72,10 +72,58 @@ def _decode_as(data: bytes, enc: Encoding) -> Any:
 def encode(value: Any, enc: Encoding) -> bytes:
     try:
         if enc == "json":
-            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+            return json.dumps(
+                value, separators=(",", ":"), allow_nan=False, default=_json_default
+            ).encode()
+        return msgpack.packb(value, use_bin_type=True, default=_msgpack_default)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as e:
         raise ResultNotSerializable(f"result cannot be encoded as {enc}: {e}") from None
+
+
+# numpy arrays travel as msgpack extension type 1: a msgpack array [dtype, shape, raw bytes].
+# numpy is imported only when an array is actually met, so light workers never load it.
+NDARRAY_EXT = 1
+
+
+def _is_numpy(obj: Any) -> bool:
+    return type(obj).__module__ == "numpy"
+
+
+def _msgpack_default(obj: Any) -> Any:
+    if _is_numpy(obj):
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject:
+                raise TypeError("numpy arrays of Python objects cannot be sent")
+            arr = np.ascontiguousarray(obj)
+            header = [arr.dtype.str, list(arr.shape), arr.tobytes()]
+            return msgpack.ExtType(NDARRAY_EXT, msgpack.packb(header, use_bin_type=True))
+        if isinstance(obj, np.generic):
+            return obj.item()
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != NDARRAY_EXT:
+        return msgpack.ExtType(code, data)
+    import numpy as np
+
+    try:
+        dtype, shape, raw = msgpack.unpackb(data, raw=False)
+        dt = np.dtype(dtype)
+        if dt.hasobject:
+            raise ValueError("object arrays are not accepted")
+        return np.frombuffer(raw, dtype=dt).reshape(shape)
+    except (ValueError, TypeError) as e:
+        raise InvalidPayload(f"invalid numpy array in msgpack payload: {e}") from None
+
+
+def _json_default(obj: Any) -> Any:
+    # JSON callers get plain lists and numbers for numpy results.
+    if _is_numpy(obj) and hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def encoding_of(content_type: str | None) -> Encoding:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -23,6 +24,7 @@ class Definition:
     target: Any  # the decorated function or class, returned unchanged to the author
     is_class: bool
     wants_ctx: bool
+    executors: tuple[tuple[str, Definition], ...] = ()  # (parameter name, executor) pairs
 
 
 @overload
@@ -41,6 +43,8 @@ def function(
     idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
+    uses: Sequence[type] = (),
+    fuse: bool = False,
 ) -> Callable[[T], T]: ...
 
 
@@ -57,6 +61,8 @@ def function(
     idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
+    uses: Sequence[type] = (),
+    fuse: bool = False,
 ) -> Any:
     """Make a function (sync or async) or a class deployable.
 
@@ -68,6 +74,11 @@ def function(
     Options: ``name``, ``subjects`` (extra trigger subjects), ``timeout`` (seconds per
     invocation), ``concurrency`` (in flight per worker), ``min_workers``/``max_workers``,
     ``idle_timeout`` (seconds a worker stays warm), ``ack_wait`` and ``max_deliver``.
+
+    ``uses=[SomeExecutor]`` declares the :func:`executor` classes the handler awaits; each is
+    passed in as a parameter annotated with its class (``async def f(event, model: Model)``)
+    and called with one item: ``await model(item)``. ``fuse=True`` runs those executors
+    inside the handler's worker instead of in their own pool.
     """
     if isinstance(target, str):
         raise DefinitionError(
@@ -79,6 +90,8 @@ def function(
     def apply(obj: T) -> T:
         _define(
             obj,
+            uses=tuple(uses),
+            fuse=fuse,
             name=name,
             subjects=tuple(subjects),
             timeout=timeout,
@@ -96,7 +109,7 @@ def function(
     return apply(target)
 
 
-def _define(obj: Any, *, name: str | None, **options: Any) -> None:
+def _define(obj: Any, *, name: str | None, uses: tuple[Any, ...] = (), **options: Any) -> None:
     if hasattr(obj, ATTR) and getattr(obj, ATTR).target is obj:
         raise DefinitionError(f"{obj!r} is already decorated with @function; apply it once")
     is_class = inspect.isclass(obj)
@@ -114,11 +127,69 @@ def _define(obj: Any, *, name: str | None, **options: Any) -> None:
             f"{obj.__qualname__} is a generator; a function returns one result: "
             "use 'return' instead of 'yield'"
         )
-    wants_ctx = _check_signature(handler, obj.__qualname__, skip_self=is_class)
+    used = _check_uses(uses)
+    bound = _bind_executors(handler, obj.__qualname__, used, skip_self=is_class)
+    wants_ctx = _check_signature(
+        handler, obj.__qualname__, skip_self=is_class, bound={p for p, _ in bound}
+    )
     if name is None:
         name = obj.__name__.lower()
-    spec = FunctionSpec(name=name, **options).validate()
-    setattr(obj, ATTR, Definition(spec=spec, target=obj, is_class=is_class, wants_ctx=wants_ctx))
+    uses_names = tuple(d.spec.name for d in used)
+    spec = FunctionSpec(name=name, uses=uses_names, **options).validate()
+    setattr(
+        obj,
+        ATTR,
+        Definition(spec=spec, target=obj, is_class=is_class, wants_ctx=wants_ctx, executors=bound),
+    )
+
+
+def _check_uses(uses: tuple[Any, ...]) -> list[Definition]:
+    used = []
+    for u in uses:
+        d = definition_of(u)
+        if d is None or d.spec.kind != "executor":
+            raise DefinitionError(
+                f"uses= takes classes decorated with @executor, got {u!r}: "
+                "decorate the model class with @executor(...)"
+            )
+        used.append(d)
+    return used
+
+
+def _bind_executors(
+    fn: Callable[..., Any], qualname: str, used: list[Definition], *, skip_self: bool
+) -> tuple[tuple[str, Definition], ...]:
+    """Match each declared executor to the handler parameter annotated with its class."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable string annotations: fall back to their text
+        hints = dict(getattr(fn, "__annotations__", {}))
+    params = list(inspect.signature(fn).parameters)[1 + int(skip_self) :]
+    bound: list[tuple[str, Definition]] = []
+    for p in params:
+        hint = hints.get(p)
+        d = definition_of(hint) if hint is not None and not isinstance(hint, str) else None
+        if d is None and isinstance(hint, str):
+            d = next((u for u in used if u.target.__name__ == hint.split(".")[-1]), None)
+        if d is None or d.spec.kind != "executor":
+            continue
+        if all(u.target is not d.target for u in used):
+            raise DefinitionError(
+                f"{qualname} awaits executor {d.target.__name__} through {p!r} but does not "
+                f"declare it: add it to uses=[...]"
+            )
+        bound.append((p, d))
+    for u in used:
+        if all(d.target is not u.target for _, d in bound):
+            raise DefinitionError(
+                f"{qualname} declares uses=[{u.target.__name__}] but no parameter receives it: "
+                f"add a parameter annotated with it, e.g. 'model: {u.target.__name__}'"
+            )
+    if bound and not inspect.iscoroutinefunction(fn):
+        raise DefinitionError(
+            f"{qualname} uses executors, so it must be 'async def' (it awaits them)"
+        )
+    return tuple(bound)
 
 
 def _check_class(cls: type) -> Callable[..., Any]:
@@ -144,7 +215,9 @@ def _check_class(cls: type) -> Callable[..., Any]:
     return cls.__call__
 
 
-def _check_signature(fn: Callable[..., Any], qualname: str, *, skip_self: bool) -> bool:
+def _check_signature(
+    fn: Callable[..., Any], qualname: str, *, skip_self: bool, bound: set[str]
+) -> bool:
     params = list(inspect.signature(fn).parameters.values())
     if skip_self:
         params = params[1:]
@@ -155,13 +228,14 @@ def _check_signature(fn: Callable[..., Any], qualname: str, *, skip_self: bool) 
         )
     wants_ctx = any(p.name == "ctx" for p in params[1:])
     for p in params[1:]:
-        if p.name == "ctx" or p.default is not p.empty:
+        if p.name == "ctx" or p.name in bound or p.default is not p.empty:
             continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         raise DefinitionError(
-            f"{qualname} has a required parameter {p.name!r}; a handler takes the event and "
-            "optionally 'ctx' (the invocation context): give it a default or remove it"
+            f"{qualname} has a required parameter {p.name!r}; a handler takes the event, "
+            "optionally 'ctx' (the invocation context), and the executors it declares in "
+            "uses=[...] as parameters annotated with their class"
         )
     return wants_ctx
 
@@ -170,3 +244,70 @@ def definition_of(obj: Any) -> Definition | None:
     """The :class:`Definition` attached by ``@function``, or None."""
     d = getattr(obj, ATTR, None)
     return d if isinstance(d, Definition) and d.target is obj else None
+
+
+def executor(
+    *,
+    name: str | None = None,
+    engine: str = "custom",
+    gpu: int = 0,
+    memory_mb: int = 0,
+    max_batch: int = 8,
+    max_wait_ms: float = 5.0,
+    latency_target_ms: float | None = None,
+    timeout: float = 60.0,
+    min_workers: int = 0,
+    max_workers: int = 2,
+    idle_timeout: float = 600.0,
+) -> Callable[[type[T]], type[T]]:
+    """Make a class a model executor: loaded once per executor worker, called with batches.
+
+    The class defines ``setup(self)`` (load weights; ``self.device`` is "cuda" or "cpu" by
+    then) and ``__call__(self, batch)`` taking a list of items and returning a list of results
+    in the same order. Items from many handler workers are batched together, up to
+    ``max_batch`` or ``max_wait_ms``; with ``latency_target_ms`` the batch size adapts to the
+    measured service time to meet it. ``engine`` is "torch", "onnxruntime" or "custom";
+    ``gpu`` and ``memory_mb`` declare resources; ``timeout`` bounds one item, end to end.
+    """
+
+    def apply(cls: type[T]) -> type[T]:
+        if not inspect.isclass(cls):
+            raise DefinitionError(
+                "@executor applies to a class with setup(self) and __call__(self, batch)"
+            )
+        call = _check_class(cls)
+        params = [
+            p
+            for p in list(inspect.signature(call).parameters.values())[1:]
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) != 1:
+            raise DefinitionError(
+                f"{cls.__qualname__}.__call__ must take one batch: "
+                "def __call__(self, batch): return [result for item in batch]"
+            )
+        if inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call):
+            raise DefinitionError(
+                f"{cls.__qualname__}.__call__ must return a list of results, not yield them"
+            )
+        if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
+            raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
+        spec = FunctionSpec(
+            name=name or cls.__name__.lower(),
+            kind="executor",
+            engine=engine,
+            gpu=gpu,
+            memory_mb=memory_mb,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            latency_target_ms=latency_target_ms,
+            timeout=timeout,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            idle_timeout=idle_timeout,
+            concurrency=max_batch,
+        ).validate()
+        setattr(cls, ATTR, Definition(spec=spec, target=cls, is_class=True, wants_ctx=False))
+        return cls
+
+    return apply

@@ -87,6 +87,13 @@ class WorkerUnavailable(ShoalError):
     retryable = True
 
 
+class ExecutorUnavailable(ShoalError):
+    """A model executor did not answer (none running, or it died mid-batch); retried."""
+
+    code = "executor_unavailable"
+    retryable = True
+
+
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
@@ -100,5 +107,6 @@ _BY_CODE: dict[str, type[ShoalError]] = {
         DeployError,
         ResultNotFound,
         WorkerUnavailable,
+        ExecutorUnavailable,
     )
 }

@@ -20,8 +20,9 @@ log = logging.getLogger("shoal.invoker")
 class Invoker:
     """Holds a started handler; ``await invoke(event, ctx)`` returns its result or raises."""
 
-    def __init__(self, definition: Definition) -> None:
+    def __init__(self, definition: Definition, executors: dict[str, Any] | None = None) -> None:
         self.definition = definition
+        self._executors = executors or {}  # parameter name -> executor handle
         self.spec = definition.spec
         # Sync handlers run in threads so a slow one cannot stall the event loop.
         self._threads = anyio.CapacityLimiter(self.spec.concurrency)
@@ -56,7 +57,8 @@ class Invoker:
                 log.exception("teardown of %s failed", self.spec.name)
 
     async def invoke(self, event: Any, ctx: Context) -> Any:
-        kwargs = {"ctx": ctx} if self.definition.wants_ctx else {}
+        kwargs: dict[str, Any] = {"ctx": ctx} if self.definition.wants_ctx else {}
+        kwargs.update(self._executors)
         try:
             with anyio.fail_after(self.spec.timeout):
                 if self._is_async:

@@ -45,6 +45,11 @@ def call_subject(name: str) -> str:
     return f"{EVENT_PREFIX}.{name}.{CALL_SUFFIX}"
 
 
+def executor_subject(name: str) -> str:
+    """Handlers send items to executor ``name`` here; not for clients (``shoal.`` is internal)."""
+    return f"shoal.ex.{name}"
+
+
 def stream_name(name: str) -> str:
     # Stream names may not contain '-' reliably across tools; keep them upper-case tokens.
     return STREAM_PREFIX + name.replace("-", "_").upper()

@@ -13,6 +13,8 @@ import msgpack
 from . import protocol
 from .errors import DefinitionError
 
+ENGINES = ("torch", "onnxruntime", "custom")
+
 _SUBJECT_TOKEN_RE = re.compile(r"^[^\s.*>]+$")
 
 
@@ -29,6 +31,17 @@ class FunctionSpec:
     idle_timeout: float = 300.0  # seconds a worker stays warm with nothing to do
     ack_wait: float = 10.0  # seconds before an unacknowledged event is redelivered
     max_deliver: int = 5  # deliveries before JetStream gives up on an event
+    # Handlers: the executors they await, and whether to run them in-process ("fused").
+    uses: tuple[str, ...] = ()
+    fuse: bool = False
+    # Executors (kind="executor"): the model side, batched, on a GPU when there is one.
+    kind: str = "function"  # or "executor"
+    engine: str = ""  # "torch" | "onnxruntime" | "custom"
+    gpu: int = 0  # GPUs wanted (0: CPU)
+    memory_mb: int = 0  # memory the model needs (0: unknown)
+    max_batch: int = 1
+    max_wait_ms: float = 0.0  # how long a batch may wait to fill, from its first item
+    latency_target_ms: float | None = None  # if set, batch size adapts to meet it
     # Filled in at deploy time.
     module: str = ""
     attr: str = ""
@@ -46,11 +59,19 @@ class FunctionSpec:
 
     @property
     def event_subjects(self) -> list[str]:
+        if self.kind == "executor":
+            return []
         return [protocol.event_subject(self.name), *self.subjects]
+
+    @property
+    def capacity(self) -> int:
+        """Items one worker holds at once: a running batch and the next one filling."""
+        return self.max_batch * 2 if self.kind == "executor" else self.concurrency
 
     def to_bytes(self) -> bytes:
         d = dataclasses.asdict(self)
         d["subjects"] = list(self.subjects)
+        d["uses"] = list(self.uses)
         return msgpack.packb(d, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -60,6 +81,7 @@ class FunctionSpec:
         # Ignore fields from newer versions so old and new controllers interoperate.
         d = {k: v for k, v in d.items() if k in known}
         d["subjects"] = tuple(d.get("subjects", ()))
+        d["uses"] = tuple(d.get("uses", ()))
         return cls(**d)
 
     def validate(self) -> FunctionSpec:
@@ -86,6 +108,23 @@ class FunctionSpec:
             raise DefinitionError(f"idle_timeout must be seconds >= 0, got {self.idle_timeout!r}")
         if not isinstance(self.max_deliver, int) or not (self.max_deliver >= 1):
             raise DefinitionError(f"max_deliver must be an int >= 1, got {self.max_deliver!r}")
+        if self.kind == "executor":
+            if self.engine not in ENGINES:
+                raise DefinitionError(
+                    f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"
+                )
+            if not isinstance(self.max_batch, int) or self.max_batch < 1:
+                raise DefinitionError(f"max_batch must be an int >= 1, got {self.max_batch!r}")
+            if not isinstance(self.max_wait_ms, int | float) or self.max_wait_ms < 0:
+                raise DefinitionError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+            if self.latency_target_ms is not None and (
+                not isinstance(self.latency_target_ms, int | float) or self.latency_target_ms <= 0
+            ):
+                raise DefinitionError(
+                    f"latency_target_ms must be a positive number, got {self.latency_target_ms!r}"
+                )
+            if not isinstance(self.gpu, int) or self.gpu < 0:
+                raise DefinitionError(f"gpu must be an int >= 0, got {self.gpu!r}")
         return self
 
 

@@ -1,7 +1,8 @@
-"""A worker: serves one function from its durable consumer and its request/reply subject.
+"""Worker processes: a handler worker serves one function from its durable consumer and its
+request/reply subject; an executor worker serves one model executor to handler workers.
 
-Run as a process with ``python -m runtime.worker`` (settings from the environment); the
-controller's launchers do that. :class:`Worker` can also run inside another program.
+Run as ``python -m runtime.worker`` with settings from the environment (the controller's
+launchers do that). :class:`Worker` can also run inside another program.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-import msgpack
 from anyio.abc import TaskGroup
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -26,73 +25,43 @@ from . import codec, protocol
 from .context import Context
 from .decorator import Definition, definition_of
 from .errors import DeployError, ShoalError
+from .executor_worker import ExecutorWorker
+from .executors import LocalExecutor, RemoteExecutor, start_executor
 from .invoker import Invoker
 from .loader import import_file, materialize
-from .nats_util import connect, kv, nats_url
+from .nats_util import connect, kv
 from .pull import Puller, Slots
 from .results import Result, ResultStore, make_result
+from .serving import Serving, WorkerSettings, idle_for
 from .spec import FunctionSpec
 
 log = logging.getLogger("shoal.worker")
 
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """A worker's identity and wiring, given by its launcher through the environment."""
-
-    function: str
-    worker_id: str
-    nats_url: str
-    controller_id: str = ""
-    code_dir: Path = Path(".shoal/code")
-    heartbeat: float = 1.0  # seconds between liveness reports
-    parent_pid: int | None = None  # drain when this process goes away
-
-    @classmethod
-    def from_env(cls) -> WorkerSettings:
-        env = os.environ
-        parent = env.get("SHOAL_PARENT_PID")
-        return cls(
-            function=env["SHOAL_FUNCTION"],
-            worker_id=env.get("SHOAL_WORKER_ID") or uuid.uuid4().hex[:12],
-            nats_url=nats_url(),
-            controller_id=env.get("SHOAL_CONTROLLER_ID", ""),
-            code_dir=Path(env.get("SHOAL_CODE_DIR", ".shoal/code")),
-            heartbeat=float(env.get("SHOAL_HEARTBEAT", 1.0)),
-            parent_pid=int(parent) if parent else None,
-        )
+RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
 
 
-def worker_key(function: str, worker_id: str) -> str:
-    return f"{function}.{worker_id}"
-
-
-class Worker:
+class Worker(Serving):
     """Runs a started :class:`Invoker` against NATS until asked to stop, then drains."""
 
     def __init__(self, nc: NATS, invoker: Invoker, settings: WorkerSettings) -> None:
-        self.nc = nc
+        super().__init__(nc, invoker.spec, settings)
         self.invoker = invoker
-        self.spec = invoker.spec
-        self.settings = settings
         self.slots = Slots(self.spec.concurrency)
-        self.served = 0
         self._inflight_events: dict[str, tuple[Msg, float]] = {}  # by ack subject
-        self._stop = anyio.Event()
         self._tg: TaskGroup | None = None
         self._results: ResultStore | None = None
 
-    def stop(self) -> None:
-        """Begin a graceful drain: take no new work, finish what is running, then return."""
-        self._stop.set()
+    def load(self) -> dict[str, Any]:
+        return {
+            "inflight": self.slots.busy,
+            "concurrency": self.slots.total,
+            "idle_for": idle_for(self.slots.busy, self.slots.idle_since),
+        }
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        js = self.nc.jetstream()
-        self._results = ResultStore(self.nc, await kv(js, protocol.RESULTS_BUCKET))
-        registry = await kv(js, protocol.WORKERS_BUCKET)
-        key = worker_key(self.spec.name, self.settings.worker_id)
+        self._results = ResultStore(self.nc, await kv(self.nc.jetstream(), protocol.RESULTS_BUCKET))
         name = self.spec.name
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -100,9 +69,7 @@ class Worker:
             call_sub = await self.nc.subscribe(
                 protocol.call_subject(name), queue=protocol.queue_group(name), cb=self._on_call
             )
-            stop_sub = await self.nc.subscribe(
-                protocol.worker_stop_subject(self.settings.worker_id), cb=self._on_stop
-            )
+            stop_sub = await self.listen_for_stop()
             pulled_out = anyio.Event()
 
             async def pull() -> None:
@@ -110,15 +77,15 @@ class Worker:
                 pulled_out.set()
 
             tg.start_soon(pull)
-            tg.start_soon(self._heartbeats, registry, key)
+            tg.start_soon(self.heartbeats)
             tg.start_soon(self._extend_acks)
-            await registry.put(key, self._info("ready"))
+            await self.announce("ready")
             log.info("worker %s serving %s", self.settings.worker_id, name)
             task_status.started()
 
             await self._stop.wait()
             log.info("worker %s draining", self.settings.worker_id)
-            await registry.put(key, self._info("draining"))
+            await self.announce("draining")
             await call_sub.unsubscribe()
             await stop_sub.unsubscribe()
             puller.stop()
@@ -128,11 +95,7 @@ class Worker:
                     await self._wait_release()
                 await pulled_out.wait()
             tg.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            try:
-                await registry.delete(key)
-            except Exception as e:  # the entry expires on its own anyway
-                log.debug("deregistering %s: %s", key, e)
+        await self.withdraw()
 
     async def _wait_release(self) -> None:
         released = anyio.Event()
@@ -148,35 +111,6 @@ class Worker:
         finally:
             self.slots.on_release = previous
 
-    def _info(self, state: str) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
-            {
-                "id": self.settings.worker_id,
-                "function": self.spec.name,
-                "version": self.spec.version,
-                "controller": self.settings.controller_id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "state": state,
-                "inflight": self.slots.busy,
-                "concurrency": self.slots.total,
-                "served": self.served,
-                "idle_for": 0.0 if self.slots.busy else time.monotonic() - self.slots.idle_since,
-            }
-        )
-
-    async def _heartbeats(self, registry: Any, key: str) -> None:
-        while True:
-            await anyio.sleep(self.settings.heartbeat)
-            if self.settings.parent_pid and os.getppid() != self.settings.parent_pid:
-                log.warning("launcher process went away; draining")
-                self.stop()
-            if not self._stop.is_set():
-                try:
-                    await registry.put(key, self._info("ready"))
-                except Exception as e:
-                    log.warning("heartbeat failed: %s", e)
-
     async def _extend_acks(self) -> None:
         # Long invocations keep their events: tell JetStream they are in progress well
         # before ack_wait runs out, so no other worker gets a copy.
@@ -191,11 +125,6 @@ class Worker:
                     except Exception as e:
                         log.debug("in_progress failed: %s", e)
 
-    async def _on_stop(self, msg: Msg) -> None:
-        self.stop()
-        if msg.reply:
-            await self.nc.publish(msg.reply, b"draining")
-
     async def _on_call(self, msg: Msg) -> None:
         assert self._tg is not None
         self._tg.start_soon(self._handle_call, msg)
@@ -206,7 +135,8 @@ class Worker:
 
     async def _execute(
         self, msg: Msg, request_id: str, attempt: int, durable: bool
-    ) -> tuple[Result, bytes]:
+    ) -> tuple[Result, bytes, bool]:
+        """Run the handler on a message: (result, encoded answer, worth retrying)."""
         headers = msg.headers or {}
         content_type = headers.get(protocol.CONTENT_TYPE)
         enc = codec.encoding_of(content_type)
@@ -215,12 +145,12 @@ class Worker:
             ctx = Context(request_id, self.spec.name, msg.subject, headers, attempt, durable)
             value = await self.invoker.invoke(event, ctx)
             body = codec.encode(value, enc)
-            return make_result(request_id, self.spec.name, True, value, enc), body
+            return make_result(request_id, self.spec.name, True, value, enc), body, False
         except ShoalError as e:
             e.request_id = request_id
             wire = e.to_wire()
             body = codec.encode({"error": wire}, enc)
-            return make_result(request_id, self.spec.name, False, wire, enc), body
+            return make_result(request_id, self.spec.name, False, wire, enc), body, e.retryable
 
     async def _reply(self, subject: str, result: Result, body: bytes) -> None:
         await self.nc.publish(
@@ -237,7 +167,7 @@ class Worker:
         await self.slots.acquire()
         try:
             request_id = (msg.headers or {}).get(protocol.MSG_ID) or uuid.uuid4().hex
-            result, body = await self._execute(msg, request_id, 1, durable=False)
+            result, body, _ = await self._execute(msg, request_id, 1, durable=False)
             if msg.reply:
                 await self._reply(msg.reply, result, body)
             assert self._results is not None
@@ -263,12 +193,18 @@ class Worker:
                 prior = await self._results.get(request_id)
                 if prior is not None:
                     if reply_to:
-                        await self._reply(
-                            reply_to, prior, codec.encode(_body(prior), prior.encoding)
-                        )
+                        body = codec.encode(_body(prior), prior.encoding)
+                        await self._reply(reply_to, prior, body)
                     await msg.ack()
                     return
-            result, body = await self._execute(msg, request_id, meta.num_delivered, durable=True)
+            result, body, retry = await self._execute(
+                msg, request_id, meta.num_delivered, durable=True
+            )
+            if retry and meta.num_delivered < self.spec.max_deliver:
+                # Transient (an executor away): let JetStream redeliver it shortly.
+                log.info("retrying %s after %s", request_id, result.value.get("message"))
+                await msg.nak(delay=RETRY_DELAY)
+                return
             if reply_to:
                 await self._reply(reply_to, result, body)
             await self._results.put(result)  # stored before the ack: at-least-once
@@ -286,40 +222,61 @@ def _body(result: Result) -> Any:
     return result.value if result.ok else {"error": result.value}
 
 
+async def deployed_spec(nc: NATS, name: str) -> FunctionSpec:
+    functions = await kv(nc.jetstream(), protocol.FUNCTIONS_BUCKET)
+    return FunctionSpec.from_bytes((await functions.get(name)).value or b"")
+
+
 async def load_definition(nc: NATS, function: str, code_dir: Path) -> Definition:
     """Fetch a deployed function's spec and source from NATS and import it."""
-    js = nc.jetstream()
-    functions = await kv(js, protocol.FUNCTIONS_BUCKET)
-    code = await kv(js, protocol.CODE_BUCKET)
-    spec = FunctionSpec.from_bytes((await functions.get(function)).value or b"")
+    spec = await deployed_spec(nc, function)
+    code = await kv(nc.jetstream(), protocol.CODE_BUCKET)
     source = (await code.get(spec.code_sha)).value or b""
     path = materialize(code_dir, spec.module, spec.code_sha, source)
     module = import_file(path, spec.module)
     d = definition_of(getattr(module, spec.attr, None))
     if d is None:
-        raise DeployError(f"{spec.module}.{spec.attr} is not a @function in the deployed code")
+        raise DeployError(f"{spec.module}.{spec.attr} is not deployable in the deployed code")
     # The deployed spec is authoritative (an operator may have changed options at deploy).
     return replace(d, spec=spec)
+
+
+async def _serve(nc: NATS, settings: WorkerSettings, tg: TaskGroup) -> Serving:
+    definition = await load_definition(nc, settings.function, settings.code_dir)
+    if definition.spec.kind == "executor":
+        batcher = await start_executor(definition)
+        tg.start_soon(batcher.run)
+        return ExecutorWorker(nc, definition.spec, settings, batcher)
+    handles: dict[str, Any] = {}
+    for param, ex in definition.executors:
+        if definition.spec.fuse:
+            batcher = await start_executor(ex)
+            tg.start_soon(batcher.run)
+            handles[param] = LocalExecutor(batcher)
+        else:
+            handles[param] = RemoteExecutor(nc, await deployed_spec(nc, ex.spec.name))
+    invoker = Invoker(definition, handles)
+    await invoker.start()
+    return Worker(nc, invoker, settings)
 
 
 async def _main() -> None:
     settings = WorkerSettings.from_env()
     nc = await connect(settings.nats_url, name=f"shoal-worker-{settings.function}")
     try:
-        invoker = Invoker(await load_definition(nc, settings.function, settings.code_dir))
-        await invoker.start()
-        worker = Worker(nc, invoker, settings)
         async with anyio.create_task_group() as tg:
+            serving = await _serve(nc, settings, tg)
 
             async def on_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
-                        worker.stop()
+                        serving.stop()
 
             tg.start_soon(on_signals)
-            await worker.run()
+            await serving.run()  # type: ignore[attr-defined]
             tg.cancel_scope.cancel()
-        await invoker.stop()
+        if isinstance(serving, Worker):
+            await serving.invoker.stop()
     finally:
         with anyio.CancelScope(shield=True):
             try:

@@ -1,0 +1,195 @@
+"""Adaptive batching: items from many callers, run together up to a size or a wait.
+
+With a latency target, the batch cap follows a service-time model fitted to recent batches
+(time = fixed + per_item * size, as in the BATCH paper), so that waiting plus running a
+batch stays within the target.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .errors import FunctionError, ShoalError
+
+log = logging.getLogger("shoal.batching")
+
+
+@dataclass
+class _Pending:
+    item: Any
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class BatchStats:
+    """What a batcher has done, for heartbeats, scaling and tests."""
+
+    batches: int = 0
+    items: int = 0
+    largest: int = 0
+    queued: int = 0
+    running: int = 0
+    cap: int = 0
+
+    @property
+    def mean(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+class ServiceModel:
+    """Least-squares fit of batch time against batch size over recent batches."""
+
+    def __init__(self, window: int = 64) -> None:
+        self.samples: deque[tuple[int, float]] = deque(maxlen=window)
+
+    def add(self, size: int, seconds: float) -> None:
+        self.samples.append((size, seconds))
+
+    def predict(self, size: int) -> float | None:
+        if not self.samples:
+            return None
+        n = len(self.samples)
+        mx = sum(s for s, _ in self.samples) / n
+        my = sum(t for _, t in self.samples) / n
+        var = sum((s - mx) ** 2 for s, _ in self.samples)
+        if var == 0:  # one size seen so far: assume cost proportional to size
+            return my * size / mx
+        slope = max(0.0, sum((s - mx) * (t - my) for s, t in self.samples) / var)
+        return max(0.0, my - slope * mx) + slope * size
+
+
+class Batcher:
+    """Runs ``fn(batch) -> results`` on batches of submitted items, one batch at a time.
+
+    One batch runs while the next one fills; when items are already waiting, a batch starts
+    at once instead of waiting ``max_wait``.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Any],
+        *,
+        max_batch: int,
+        max_wait: float,  # seconds
+        latency_target: float | None = None,  # seconds
+        queue_limit: int = 10_000,
+    ) -> None:
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            type(fn).__call__
+        )
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.latency_target = latency_target
+        self.model = ServiceModel()
+        self.stats = BatchStats(cap=max_batch)
+        self._send: MemoryObjectSendStream[_Pending]
+        self._recv: MemoryObjectReceiveStream[_Pending]
+        self._send, self._recv = anyio.create_memory_object_stream[_Pending](queue_limit)
+
+    async def submit(self, item: Any) -> Any:
+        """Queue one item and wait for its result (or its batch's error)."""
+        pending = _Pending(item)
+        self.stats.queued += 1
+        await self._send.send(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def cap(self) -> int:
+        """The batch size to aim for now."""
+        if self.latency_target is None:
+            return self.max_batch
+        budget = self.latency_target - self.max_wait
+        best = 1
+        for size in range(1, self.max_batch + 1):
+            predicted = self.model.predict(size)
+            if predicted is None:
+                return self.max_batch  # nothing measured yet: learn from a full batch
+            if predicted <= budget:
+                best = size
+        return best
+
+    async def run(self) -> None:
+        """Form and run batches until cancelled."""
+        async with self._recv:
+            while True:
+                first = await self._recv.receive()
+                batch = [first]
+                cap = self.cap()
+                self.stats.cap = cap
+                deadline = anyio.current_time() + self.max_wait
+                while len(batch) < cap:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                        continue
+                    except anyio.WouldBlock:
+                        pass
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:
+                        break
+                    with anyio.move_on_after(remaining):
+                        batch.append(await self._recv.receive())
+                await self._run_batch(batch)
+
+    async def _call(self, items: list[Any]) -> list[Any]:
+        if self._is_async:
+            results = await self._fn(items)
+        else:
+            results = await anyio.to_thread.run_sync(self._fn, items)
+        if not isinstance(results, list | tuple) or len(results) != len(items):
+            raise FunctionError(
+                f"the executor returned {type(results).__name__} of length "
+                f"{len(results) if hasattr(results, '__len__') else '?'} for a batch of "
+                f"{len(items)}: return one result per item, in order"
+            )
+        return list(results)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        self.stats.queued -= len(batch)
+        self.stats.running = len(batch)
+        started = time.perf_counter()
+        try:
+            await self._settle(batch)
+        finally:
+            self.model.add(len(batch), time.perf_counter() - started)
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.largest = max(self.stats.largest, len(batch))
+            self.stats.running = 0
+            for p in batch:
+                p.done.set()
+
+    async def _settle(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._call([p.item for p in batch])
+        except Exception as e:
+            if len(batch) > 1:
+                # One bad item must not fail its neighbours: run them one by one.
+                for p in batch:
+                    await self._settle([p])
+                return
+            batch[0].error = _as_shoal_error(e)
+            return
+        for p, r in zip(batch, results, strict=True):
+            p.result = r
+
+
+def _as_shoal_error(e: Exception) -> ShoalError:
+    if isinstance(e, ShoalError):
+        return e
+    log.warning("executor item failed: %r", e)
+    return FunctionError(f"{type(e).__name__}: {e}")

@@ -1,0 +1,99 @@
+"""An executor worker: one model in memory, fed batches of items from many handler workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from . import codec, protocol
+from .batching import Batcher
+from .errors import ShoalError
+from .serving import Serving, WorkerSettings, idle_for
+from .spec import FunctionSpec
+
+log = logging.getLogger("shoal.executor")
+
+
+class ExecutorWorker(Serving):
+    """Answers ``shoal.ex.<name>`` requests (one item each) through a shared batcher."""
+
+    def __init__(
+        self, nc: NATS, spec: FunctionSpec, settings: WorkerSettings, batcher: Batcher
+    ) -> None:
+        super().__init__(nc, spec, settings)
+        self.batcher = batcher
+        self._inflight = 0
+        self._idle_since = time.monotonic()
+        self._drained = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    def load(self) -> dict[str, Any]:
+        s = self.batcher.stats
+        return {
+            "inflight": self._inflight,
+            "concurrency": self.spec.capacity,
+            "idle_for": idle_for(self._inflight, self._idle_since),
+            "queued": s.queued,
+            "batches": s.batches,
+            "mean_batch": round(s.mean, 2),
+            "largest_batch": s.largest,
+            "batch_cap": s.cap,
+        }
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        subject = protocol.executor_subject(self.spec.name)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            sub = await self.nc.subscribe(subject, queue=subject, cb=self._on_item)
+            stop_sub = await self.listen_for_stop()
+            tg.start_soon(self.heartbeats)
+            await self.announce("ready")
+            log.info("executor %s serving %s", self.settings.worker_id, self.spec.name)
+            task_status.started()
+            await self._stop.wait()
+            await self.announce("draining")
+            await sub.unsubscribe()
+            await stop_sub.unsubscribe()
+            with anyio.move_on_after(self.spec.timeout + 5):
+                if self._inflight:
+                    await self._drained.wait()
+            tg.cancel_scope.cancel()
+        await self.withdraw()
+
+    async def _on_item(self, msg: Msg) -> None:
+        assert self._tg is not None
+        self._inflight += 1
+        self._tg.start_soon(self._handle, msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            headers = msg.headers or {}
+            try:
+                item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
+                result = await self.batcher.submit(item)
+                body, status = codec.encode(result, "msgpack"), "ok"
+            except ShoalError as e:
+                body, status = codec.encode({"error": e.to_wire()}, "msgpack"), "error"
+            if msg.reply:
+                await self.nc.publish(
+                    msg.reply,
+                    body,
+                    headers={protocol.STATUS: status, protocol.CONTENT_TYPE: protocol.MSGPACK},
+                )
+            self.served += 1
+        except Exception:
+            log.exception("executor item failed")
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle_since = time.monotonic()
+                self._drained.set()
+                self._drained = anyio.Event()

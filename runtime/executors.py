@@ -1,0 +1,104 @@
+"""How a handler reaches its executors: over NATS to an executor pool, or in-process (fused)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import anyio.to_thread
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from . import codec, protocol
+from .batching import Batcher
+from .decorator import Definition
+from .errors import ExecutorUnavailable, ShoalError
+from .spec import FunctionSpec
+
+log = logging.getLogger("shoal.executors")
+
+_MSGPACK = {protocol.CONTENT_TYPE: protocol.MSGPACK}
+
+
+class RemoteExecutor:
+    """Sends one item per request to the executor pool, which batches across handlers."""
+
+    def __init__(self, nc: NATS, spec: FunctionSpec) -> None:
+        self._nc = nc
+        self.spec = spec
+        self._subject = protocol.executor_subject(spec.name)
+
+    async def __call__(self, item: Any) -> Any:
+        try:
+            reply = await self._nc.request(
+                self._subject,
+                codec.encode(item, "msgpack"),
+                timeout=self.spec.timeout,
+                headers=_MSGPACK,
+            )
+        except NoRespondersError:
+            raise ExecutorUnavailable(
+                f"no executor {self.spec.name!r} and no controller to start one"
+            ) from None
+        except NatsTimeout:
+            raise ExecutorUnavailable(
+                f"executor {self.spec.name!r} did not answer within {self.spec.timeout:g}s"
+            ) from None
+        headers = reply.headers or {}
+        value, _ = codec.decode(reply.data, headers.get(protocol.CONTENT_TYPE))
+        if headers.get(protocol.STATUS) == "error":
+            raise ShoalError.from_wire(value["error"])
+        return value
+
+
+class LocalExecutor:
+    """A fused executor: the model lives in the handler's own process."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+
+    async def __call__(self, item: Any) -> Any:
+        return await self._batcher.submit(item)
+
+
+def pick_device(spec: FunctionSpec) -> str:
+    """ "cuda" when the executor's engine sees a GPU, else "cpu"; imports only that engine."""
+    try:
+        if spec.engine == "torch":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if spec.engine == "onnxruntime":
+            import onnxruntime
+
+            return (
+                "cuda"
+                if "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+                else "cpu"
+            )
+    except ImportError as e:
+        raise ShoalError(f"executor {spec.name} needs the {spec.engine} package: {e}") from e
+    return "cpu"
+
+
+async def start_executor(definition: Definition) -> Batcher:
+    """Instantiate an executor class, load its model once, and wrap it in a batcher."""
+    spec = definition.spec
+    instance = definition.target()
+    instance.device = await anyio.to_thread.run_sync(pick_device, spec)
+    instance.engine = spec.engine
+    setup = getattr(instance, "setup", None)
+    if setup is not None:
+        if inspect.iscoroutinefunction(setup):
+            await setup()
+        else:
+            await anyio.to_thread.run_sync(setup)
+    log.info("executor %s ready on %s (%s)", spec.name, instance.device, spec.engine)
+    return Batcher(
+        instance,
+        max_batch=spec.max_batch,
+        max_wait=spec.max_wait_ms / 1000,
+        latency_target=spec.latency_target_ms / 1000 if spec.latency_target_ms else None,
+    )

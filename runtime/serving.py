@@ -1,0 +1,131 @@
+"""What every worker process shares: identity, liveness reports, and being asked to stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgpack
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from . import protocol
+from .nats_util import kv, nats_url
+from .spec import FunctionSpec
+
+log = logging.getLogger("shoal.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A worker's identity and wiring, given by its launcher through the environment."""
+
+    function: str
+    worker_id: str
+    nats_url: str
+    controller_id: str = ""
+    code_dir: Path = Path(".shoal/code")
+    heartbeat: float = 1.0  # seconds between liveness reports
+    parent_pid: int | None = None  # drain when this process goes away
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        env = os.environ
+        parent = env.get("SHOAL_PARENT_PID")
+        return cls(
+            function=env["SHOAL_FUNCTION"],
+            worker_id=env.get("SHOAL_WORKER_ID") or uuid.uuid4().hex[:12],
+            nats_url=nats_url(),
+            controller_id=env.get("SHOAL_CONTROLLER_ID", ""),
+            code_dir=Path(env.get("SHOAL_CODE_DIR", ".shoal/code")),
+            heartbeat=float(env.get("SHOAL_HEARTBEAT", 1.0)),
+            parent_pid=int(parent) if parent else None,
+        )
+
+
+def worker_key(function: str, worker_id: str) -> str:
+    return f"{function}.{worker_id}"
+
+
+class Serving:
+    """Base of the handler and executor workers: registry entry, heartbeats, stop requests."""
+
+    def __init__(self, nc: NATS, spec: FunctionSpec, settings: WorkerSettings) -> None:
+        self.nc = nc
+        self.spec = spec
+        self.settings = settings
+        self.served = 0
+        self._stop = anyio.Event()
+        self._registry: KeyValue | None = None
+        self._key = worker_key(spec.name, settings.worker_id)
+
+    def stop(self) -> None:
+        """Begin a graceful drain: take no new work, finish what is running, then return."""
+        self._stop.set()
+
+    def load(self) -> dict[str, Any]:
+        """Per-kind figures for the heartbeat: at least ``inflight`` and ``idle_for``."""
+        raise NotImplementedError
+
+    def _info(self, state: str) -> bytes:
+        return msgpack.packb(  # type: ignore[no-any-return]
+            {
+                "id": self.settings.worker_id,
+                "function": self.spec.name,
+                "kind": self.spec.kind,
+                "version": self.spec.version,
+                "controller": self.settings.controller_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "state": state,
+                "served": self.served,
+                **self.load(),
+            }
+        )
+
+    async def announce(self, state: str) -> None:
+        if self._registry is None:
+            self._registry = await kv(self.nc.jetstream(), protocol.WORKERS_BUCKET)
+        await self._registry.put(self._key, self._info(state))
+
+    async def withdraw(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._registry is not None:
+                    await self._registry.delete(self._key)
+            except Exception as e:  # the entry expires on its own anyway
+                log.debug("deregistering %s: %s", self._key, e)
+
+    async def heartbeats(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat)
+            if self.settings.parent_pid and os.getppid() != self.settings.parent_pid:
+                log.warning("launcher process went away; draining")
+                self.stop()
+            if not self._stop.is_set():
+                try:
+                    await self.announce("ready")
+                except Exception as e:
+                    log.warning("heartbeat failed: %s", e)
+
+    async def listen_for_stop(self) -> Any:
+        async def on_stop(msg: Msg) -> None:
+            self.stop()
+            if msg.reply:
+                await self.nc.publish(msg.reply, b"draining")
+
+        return await self.nc.subscribe(
+            protocol.worker_stop_subject(self.settings.worker_id), cb=on_stop
+        )
+
+
+def idle_for(busy: int, idle_since: float) -> float:
+    return 0.0 if busy else time.monotonic() - idle_since
