@@ -123,27 +123,31 @@ class Batcher:
                 best = size
         return best
 
+    def close(self) -> None:
+        """Release the queue; submitting afterwards fails."""
+        self._send.close()
+        self._recv.close()
+
     async def run(self) -> None:
         """Form and run batches until cancelled."""
-        async with self._recv:
-            while True:
-                first = await self._recv.receive()
-                batch = [first]
-                cap = self.cap()
-                self.stats.cap = cap
-                deadline = anyio.current_time() + self.max_wait
-                while len(batch) < cap:
-                    try:
-                        batch.append(self._recv.receive_nowait())
-                        continue
-                    except anyio.WouldBlock:
-                        pass
-                    remaining = deadline - anyio.current_time()
-                    if remaining <= 0:
-                        break
-                    with anyio.move_on_after(remaining):
-                        batch.append(await self._recv.receive())
-                await self._run_batch(batch)
+        while True:
+            first = await self._recv.receive()
+            batch = [first]
+            cap = self.cap()
+            self.stats.cap = cap
+            deadline = anyio.current_time() + self.max_wait
+            while len(batch) < cap:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                    continue
+                except anyio.WouldBlock:
+                    pass
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    break
+                with anyio.move_on_after(remaining):
+                    batch.append(await self._recv.receive())
+            await self._run_batch(batch)
 
     async def _call(self, items: list[Any]) -> list[Any]:
         if self._is_async:
