@@ -64,6 +64,27 @@ def _parser() -> argparse.ArgumentParser:
 
     dep = sub.add_parser("deploy", help="deploy the @functions in Python files")
     dep.add_argument("files", nargs="+", type=Path)
+    dep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME.OPTION=VALUE",
+        help="override an option, e.g. --set embed.min_workers=2 (value parsed as JSON)",
+    )
+    fuse = dep.add_mutually_exclusive_group()
+    fuse.add_argument(
+        "--fuse",
+        dest="fuse",
+        action="store_true",
+        default=None,
+        help="run handlers' executors inside the handler workers",
+    )
+    fuse.add_argument(
+        "--split",
+        dest="fuse",
+        action="store_false",
+        help="run executors in their own workers (the default)",
+    )
     dep.set_defaults(run=_deploy)
 
     inv = sub.add_parser("invoke", help="invoke a function and print its result")
@@ -177,15 +198,36 @@ async def _controller(args: argparse.Namespace) -> None:
             await nc.drain()
 
 
+def _parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, option = key.rpartition(".")
+        if not sep or not dot:
+            raise ShoalError(f"--set takes NAME.OPTION=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(name, {})[option] = value
+    return out
+
+
 async def _deploy(args: argparse.Namespace) -> None:
+    overrides = _parse_overrides(args.set)
     nc = await connect(name="shoal-deploy")
+    deployed: set[str] = set()
     try:
         for f in args.files:
-            for spec in await deploy_file(nc, f):
+            for spec in await deploy_file(nc, f, fuse=args.fuse, overrides=overrides):
+                deployed.add(spec.name)
                 subjects = ", ".join(spec.event_subjects)
                 print(f"deployed {spec.name} (version {spec.version}) on {subjects}")
     finally:
         await nc.drain()
+    unknown = set(overrides) - deployed
+    if unknown:
+        raise ShoalError(f"--set names nothing these files define: {', '.join(sorted(unknown))}")
 
 
 async def _invoke(args: argparse.Namespace) -> None:

@@ -34,10 +34,12 @@ class ColdPath:
         self._wake = wake
         self._subs: list[Subscription] = []
         self._held: list[Msg] = []
+        self._prewarmed = False
 
     @property
-    def held(self) -> int:
-        return len(self._held)
+    def demand(self) -> int:
+        """Items waiting for a worker; a pre-warm request counts as one."""
+        return len(self._held) or int(self._prewarmed)
 
     async def open(self) -> None:
         name = self.spec.name
@@ -69,6 +71,10 @@ class ColdPath:
         self._wake()
 
     async def _hold(self, msg: Msg) -> None:
+        if (msg.headers or {}).get(protocol.PREWARM):
+            self._prewarmed = True
+            self._wake()
+            return
         if len(self._held) >= MAX_HELD:
             await self._refuse(
                 msg, ExecutorUnavailable(f"executor {self.spec.name} is starting; too many waiting")

@@ -193,7 +193,7 @@ class Controller:
             cold = self._cold.get(name)
             if spec.kind == "executor":
                 # Executors' load is in their heartbeats, plus items held while cold.
-                pending, unacked = (cold.held if cold else 0), 0
+                pending, unacked = (cold.demand if cold else 0), 0
             else:
                 try:
                     ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
@@ -234,6 +234,13 @@ class Controller:
             "SHOAL_CONTROLLER_ID": self.id,
             **self.settings.worker_env,
         }
+        if not spec.fuse:
+            # Start the executors this handler will call now, not when its first call finds
+            # them cold: the two cold starts overlap instead of adding up.
+            for name in spec.uses:
+                await self.nc.publish(
+                    protocol.executor_subject(name), b"", headers={protocol.PREWARM: "1"}
+                )
         try:
             await self.launcher.start(LaunchRequest(spec.name, wid, spec.version, env))
         except Exception:

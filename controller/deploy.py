@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -37,14 +39,21 @@ DEDUPE_WINDOW = 120.0  # seconds during which a repeated Nats-Msg-Id is dropped
 
 
 async def deploy_file(
-    nc: NATS, path: Path, *, wait: float = 5.0, fuse: bool | None = None
+    nc: NATS,
+    path: Path,
+    *,
+    wait: float = 5.0,
+    fuse: bool | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[FunctionSpec]:
     """Deploy every ``@function`` in a Python file; returns their specs.
 
     Waits up to ``wait`` seconds for a controller to announce that it serves the new
     versions, so a request sent right after deploy finds them. Without a controller the
     deploy still stands: events are stored and served once one runs. ``fuse`` overrides
-    the handlers' ``fuse=`` option (run their executors in-process).
+    the handlers' ``fuse=`` option (run their executors in-process); ``overrides`` changes
+    options per function or executor name, e.g. ``{"embed": {"min_workers": 2}}`` (names
+    this file does not define are left to other files).
     """
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
@@ -69,6 +78,15 @@ async def deploy_file(
     ]
     if fuse is not None:
         specs = [dataclasses.replace(s, fuse=fuse) if s.uses else s for s in specs]
+    for name, changes in (overrides or {}).items():
+        matching = [s for s in specs if s.name == name]
+        if not matching:
+            continue  # another file's function
+        try:
+            changed = dataclasses.replace(matching[0], **changes).validate()
+        except TypeError as e:
+            raise DeployError(f"bad override for {name!r}: {e}") from None
+        specs = [changed if s.name == name else s for s in specs]
     # Executors first: a handler's workers look up the executors it uses.
     specs.sort(key=lambda s: s.kind != "executor")
     here = {s.name for s in specs}

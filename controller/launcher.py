@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,7 @@ class ProcessLauncher:
             "SHOAL_WORKER_ID": request.worker_id,
             "SHOAL_CODE_DIR": str(self.code_dir),
             "SHOAL_PARENT_PID": str(os.getpid()),
+            "SHOAL_SPAWNED_AT": repr(time.time()),  # for the worker's cold-start phases
         }
         # A session of its own: a Ctrl-C in the terminal reaches the controller, which drains
         # workers in order, instead of hitting every worker at once.

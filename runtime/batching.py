@@ -42,6 +42,7 @@ class BatchStats:
     queued: int = 0
     running: int = 0
     cap: int = 0
+    first_batch: float | None = None  # seconds the very first batch took (a cold model)
 
     @property
     def mean(self) -> float:
@@ -169,7 +170,10 @@ class Batcher:
         try:
             await self._settle(batch)
         finally:
-            self.model.add(len(batch), time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.model.add(len(batch), elapsed)
+            if self.stats.first_batch is None:
+                self.stats.first_batch = elapsed
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))

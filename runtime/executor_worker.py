@@ -44,6 +44,7 @@ class ExecutorWorker(Serving):
             "mean_batch": round(s.mean, 2),
             "largest_batch": s.largest,
             "batch_cap": s.cap,
+            "first_batch": s.first_batch,
         }
 
     async def run(
@@ -69,6 +70,8 @@ class ExecutorWorker(Serving):
         await self.withdraw()
 
     async def _on_item(self, msg: Msg) -> None:
+        if (msg.headers or {}).get(protocol.PREWARM):
+            return  # already warm
         assert self._tg is not None
         self._inflight += 1
         self._tg.start_soon(self._handle, msg)

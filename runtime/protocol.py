@@ -20,6 +20,7 @@ CONTENT_TYPE = "Content-Type"
 REPLY_TO = "Shoal-Reply-To"  # where a durable event's result is published
 REQUEST_ID = "Shoal-Request-Id"  # set on every answer
 STATUS = "Shoal-Status"  # "ok" or "error" on every answer
+PREWARM = "Shoal-Prewarm"  # on an empty message to an executor: start one, nothing to run
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"

@@ -63,6 +63,7 @@ class Serving:
         self.spec = spec
         self.settings = settings
         self.served = 0
+        self.startup: dict[str, float] = {}  # cold-start phases, seconds
         self._stop = anyio.Event()
         self._registry: KeyValue | None = None
         self._key = worker_key(spec.name, settings.worker_id)
@@ -87,6 +88,7 @@ class Serving:
                 "pid": os.getpid(),
                 "state": state,
                 "served": self.served,
+                "startup": {k: round(v, 4) for k, v in self.startup.items()},
                 **self.load(),
             }
         )

@@ -241,12 +241,21 @@ async def load_definition(nc: NATS, function: str, code_dir: Path) -> Definition
     return replace(d, spec=spec)
 
 
-async def _serve(nc: NATS, settings: WorkerSettings, tg: TaskGroup) -> Serving:
+async def _serve(
+    nc: NATS, settings: WorkerSettings, tg: TaskGroup, phases: dict[str, float]
+) -> Serving:
+    mark = time.perf_counter()
     definition = await load_definition(nc, settings.function, settings.code_dir)
+    phases["load"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    serving: Serving
     if definition.spec.kind == "executor":
         batcher = await start_executor(definition)
         tg.start_soon(batcher.run)
-        return ExecutorWorker(nc, definition.spec, settings, batcher)
+        serving = ExecutorWorker(nc, definition.spec, settings, batcher)
+        phases["setup"] = time.perf_counter() - mark
+        serving.startup = phases
+        return serving
     handles: dict[str, Any] = {}
     for param, ex in definition.executors:
         if definition.spec.fuse:
@@ -257,15 +266,26 @@ async def _serve(nc: NATS, settings: WorkerSettings, tg: TaskGroup) -> Serving:
             handles[param] = RemoteExecutor(nc, await deployed_spec(nc, ex.spec.name))
     invoker = Invoker(definition, handles)
     await invoker.start()
-    return Worker(nc, invoker, settings)
+    serving = Worker(nc, invoker, settings)
+    phases["setup"] = time.perf_counter() - mark
+    serving.startup = phases
+    return serving
 
 
 async def _main() -> None:
+    # Cold-start phases, reported in heartbeats: process start to here (interpreter and
+    # runtime imports), connecting, loading the function's code, and its setup.
+    phases: dict[str, float] = {}
+    spawned = os.environ.get("SHOAL_SPAWNED_AT")
+    if spawned:
+        phases["spawn"] = time.time() - float(spawned)
     settings = WorkerSettings.from_env()
+    mark = time.perf_counter()
     nc = await connect(settings.nats_url, name=f"shoal-worker-{settings.function}")
+    phases["connect"] = time.perf_counter() - mark
     try:
         async with anyio.create_task_group() as tg:
-            serving = await _serve(nc, settings, tg)
+            serving = await _serve(nc, settings, tg, phases)
 
             async def on_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
