@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import logging
 from typing import Any
@@ -63,8 +64,24 @@ class LocalExecutor:
         return await self._batcher.submit(item)
 
 
+def cuda_devices() -> int:
+    """GPUs the NVIDIA driver reports (0 without a driver), asked without loading a framework."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    except OSError:
+        return 0
+
+
 def pick_device(spec: FunctionSpec) -> str:
-    """ "cuda" when the executor's engine sees a GPU, else "cpu"; imports only that engine."""
+    """ "cuda" when there is a GPU and the executor's engine can use it, else "cpu"."""
+    # onnxruntime-gpu lists its CUDA provider even where no GPU or CUDA libraries exist, so
+    # the driver is asked first; the engine then confirms it can use the device.
+    if spec.engine == "custom" or cuda_devices() == 0:
+        return "cpu"
     try:
         if spec.engine == "torch":
             import torch
@@ -73,11 +90,8 @@ def pick_device(spec: FunctionSpec) -> str:
         if spec.engine == "onnxruntime":
             import onnxruntime
 
-            return (
-                "cuda"
-                if "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-                else "cpu"
-            )
+            providers = onnxruntime.get_available_providers()
+            return "cuda" if "CUDAExecutionProvider" in providers else "cpu"
     except ImportError as e:
         raise ShoalError(f"executor {spec.name} needs the {spec.engine} package: {e}") from e
     return "cpu"
@@ -95,7 +109,9 @@ async def start_executor(definition: Definition) -> Batcher:
             await setup()
         else:
             await anyio.to_thread.run_sync(setup)
-    log.info("executor %s ready on %s (%s)", spec.name, instance.device, spec.engine)
+    # The executor may have settled on another device than offered (engine_device).
+    device = getattr(instance, "engine_device", instance.device)
+    log.info("executor %s ready on %s (%s)", spec.name, device, spec.engine)
     return Batcher(
         instance,
         max_batch=spec.max_batch,
