@@ -100,8 +100,9 @@ class Puller:
                     # Neither events nor heartbeats: the requests died with a connection or a
                     # server restart. Ask again rather than wait forever.
                     self._outstanding = 0
-            # Draining: requests already on the server may still deliver; hand those back
-            # (nak) at once until the last one expires, so no event waits out its ack_wait.
+            # Draining: requests already on the server may still deliver until they expire.
+            # Those events are served here as usual. Handing them back (nak) would bounce
+            # them between draining workers and burn their deliveries (max_deliver).
             with anyio.move_on_after(self._expires + self._heartbeat):
                 while self._outstanding > 0:
                     await self._changed.wait()
@@ -119,10 +120,7 @@ class Puller:
         status = msg.headers.get(_STATUS) if msg.headers else None
         if status is None:
             self._outstanding = max(0, self._outstanding - 1)
-            if self._stopping:
-                await msg.nak()
-            else:
-                self._deliver(msg)
+            self._deliver(msg)
             self._wake()
         elif status == "100":
             return  # idle heartbeat: the request is alive

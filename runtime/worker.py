@@ -91,9 +91,9 @@ class Worker(Serving):
             puller.stop()
             # Whatever is still running after the grace period is redelivered elsewhere.
             with anyio.move_on_after(self.spec.timeout + 5):
+                await pulled_out.wait()  # its last pull requests may still bring events
                 while self.slots.busy:
                     await self._wait_release()
-                await pulled_out.wait()
             tg.cancel_scope.cancel()
         await self.withdraw()
 

@@ -131,3 +131,28 @@ async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
         assert seen == {f"shared-{i}" for i in range(20)}
         assert a.owner(target) == "ctl-a"
         tg.cancel_scope.cancel()
+
+
+async def test_rolling_redeploys_under_load_lose_nothing(cluster: Cluster) -> None:
+    # Several workers of the old version drain while events keep arriving: events that
+    # reach a draining worker must be served, not bounced until max_deliver runs out.
+    nc = cluster.nc
+    answers = await nc.subscribe("roll.answers")
+    n = 90
+    for round_ in range(3):
+        await deploy_file(
+            nc, FNS / "basics.py", overrides={"ping": {"min_workers": 3, "timeout": 10 + round_}}
+        )
+        await wait_workers(nc, "ping", lambda e: len(e) >= 3)
+        for i in range(round_ * 30, round_ * 30 + 30):
+            await nc.jetstream().publish(
+                "fn.ping",
+                json.dumps(i).encode(),
+                headers={"Shoal-Reply-To": "roll.answers", "Nats-Msg-Id": f"roll-{i}"},
+            )
+    seen = set()
+    with anyio.fail_after(60):
+        while len(seen) < n:
+            reply = await answers.next_msg(timeout=60)
+            seen.add(reply.headers["Shoal-Request-Id"])
+    assert seen == {f"roll-{i}" for i in range(n)}
