@@ -164,26 +164,40 @@ async def report(
         "(plus interpreter start)"
     )
 
-    # 2. Memory.
-    print("\n2. memory (MiB; RSS, and PSS which splits shared pages fairly)")
-    four = {"embed": {"min_workers": 4, "max_workers": 4}, "minilm": {"min_workers": 1}}
-    versions = await deploy(nc, fuse=False, overrides=four)
-    hs = await settle(nc, "embed", versions["embed"], 4)
-    xs = await settle(nc, "minilm", versions["minilm"], 1)
-    await calls(client, 64)
-    split = [rss_pss(w["pid"]) for w in [*hs.values(), *xs.values()]]
-    versions = await deploy(nc, fuse=True, overrides=four)
-    fs = await settle(nc, "embed", versions["embed"], 4)
-    await calls(client, 64)
-    fused = [rss_pss(w["pid"]) for w in fs.values()]
-    s_rss, s_pss = sum(r for r, _ in split), sum(p for _, p in split)
-    f_rss, f_pss = sum(r for r, _ in fused), sum(p for _, p in fused)
+    # 2. Memory, and what fusing saves per request, for each engine.
     print(
-        f"   4 handlers + 1 executor: RSS {s_rss:7.0f}  PSS {s_pss:7.0f}   "
-        f"(handler ~{split[0][0]:.0f}, executor {split[-1][0]:.0f})"
+        "\n2. memory (MiB; RSS, and PSS which splits shared pages fairly) and the cost of the hop"
     )
-    print(f"   4 fused workers:         RSS {f_rss:7.0f}  PSS {f_pss:7.0f}")
-    print(f"   split / fused: RSS {s_rss / f_rss:.2f}, PSS {s_pss / f_pss:.2f} (target <= 0.40)")
+    four = {"embed": {"min_workers": 4, "max_workers": 4}, "minilm": {"min_workers": 1}}
+    for engine in ("onnxruntime", "torch"):
+        os.environ["SHOAL_EMBED_ENGINE"] = engine  # read when embed.py is imported
+        versions = await deploy(nc, fuse=False, overrides=four)
+        hs = await settle(nc, "embed", versions["embed"], 4)
+        xs = await settle(nc, "minilm", versions["minilm"], 1)
+        await calls(client, 64)
+        split = [rss_pss(w["pid"]) for w in [*hs.values(), *xs.values()]]
+        split_lat = await sequential_latency(client)
+        versions = await deploy(nc, fuse=True, overrides=four)
+        fs = await settle(nc, "embed", versions["embed"], 4)
+        await calls(client, 64)
+        fused = [rss_pss(w["pid"]) for w in fs.values()]
+        fused_lat = await sequential_latency(client)
+        s_rss, s_pss = sum(r for r, _ in split), sum(p for _, p in split)
+        f_rss, f_pss = sum(r for r, _ in fused), sum(p for _, p in fused)
+        print(
+            f"   [{engine}] 4 handlers + 1 executor: RSS {s_rss:6.0f}  PSS {s_pss:6.0f}  "
+            f"(handler ~{split[0][0]:.0f}, executor {split[-1][0]:.0f})"
+        )
+        print(f"   [{engine}] 4 fused workers:         RSS {f_rss:6.0f}  PSS {f_pss:6.0f}")
+        print(
+            f"   [{engine}] split / fused: RSS {s_rss / f_rss:.2f}, PSS {s_pss / f_pss:.2f} "
+            "(target <= 0.40)"
+        )
+        print(
+            f"   [{engine}] one request at a time, p50: split {split_lat * 1000:.1f} ms, "
+            f"fused {fused_lat * 1000:.1f} ms"
+        )
+    os.environ["SHOAL_EMBED_ENGINE"] = "onnxruntime"
     await deploy(nc, fuse=False)  # back to defaults; idle extra workers drain
 
     # 3. Batching.
@@ -208,6 +222,15 @@ async def report(
         )
     print(f"   throughput on / off: {rows[0][2] / rows[1][2]:.1f}x (target >= 5)")
     print(f"   p50 on / off: {statistics.median(rows[0][1]) / statistics.median(rows[1][1]):.2f}")
+
+
+async def sequential_latency(client: Client, n: int = 200) -> float:
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        await client.call("embed", {"text": f"{SENTENCE} {i}"}, timeout=120)
+        lat.append(time.perf_counter() - t)
+    return statistics.median(lat)
 
 
 async def calls(client: Client, n: int) -> None:
