@@ -99,9 +99,23 @@ class Batcher:
         self._send: MemoryObjectSendStream[_Pending]
         self._recv: MemoryObjectReceiveStream[_Pending]
         self._send, self._recv = anyio.create_memory_object_stream[_Pending](queue_limit)
+        self._last_arrival: float | None = None
+        self._gap: float | None = None  # smoothed time between arrivals, seconds
+
+    def wait(self) -> float:
+        """How long a new batch waits to fill: not at all when no second item is expected
+        within ``max_wait`` (light load pays no batching delay)."""
+        if self._gap is not None and self._gap > self.max_wait:
+            return 0.0
+        return self.max_wait
 
     async def submit(self, item: Any) -> Any:
         """Queue one item and wait for its result (or its batch's error)."""
+        now = time.monotonic()
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self._gap = gap if self._gap is None else 0.8 * self._gap + 0.2 * gap
+        self._last_arrival = now
         pending = _Pending(item)
         self.stats.queued += 1
         await self._send.send(pending)
@@ -136,7 +150,7 @@ class Batcher:
             batch = [first]
             cap = self.cap()
             self.stats.cap = cap
-            deadline = anyio.current_time() + self.max_wait
+            deadline = anyio.current_time() + self.wait()
             while len(batch) < cap:
                 try:
                     batch.append(self._recv.receive_nowait())

@@ -89,3 +89,18 @@ async def test_an_async_executor_and_a_wrong_result_length() -> None:
     (err,) = await submit_all(batcher, [1])
     assert isinstance(err, FunctionError) and "one result per item" in str(err)
     batcher.close()
+
+
+async def test_sparse_arrivals_do_not_wait_for_a_batch() -> None:
+    model = Linear()
+    batcher = Batcher(model, max_batch=16, max_wait=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run)
+        for i in range(3):  # one at a time, farther apart than max_wait
+            await batcher.submit(i)
+            await anyio.sleep(0.25)  # the load itself: sparse arrivals
+        assert batcher.wait() == 0.0  # no second item expected within max_wait
+        tg.cancel_scope.cancel()
+    await submit_all(batcher, list(range(32)))  # a burst: batching pays again
+    assert batcher.wait() == 0.2
+    batcher.close()
