@@ -110,6 +110,16 @@ def prepare(tmp: Path) -> tuple[float, list[float], EmbeddedNats]:
     return naive, naive_phases, server
 
 
+async def current(nc: Any, name: str, version: str) -> dict[str, dict[str, Any]]:
+    """Wait until every worker of ``name`` runs ``version`` and at least one is ready."""
+    return await wait_workers(
+        nc,
+        name,
+        lambda e: bool(e) and all(w["version"] == version for w in e.values()),
+        timeout=180,
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-embed-"))
     naive, naive_phases, server = prepare(tmp)
@@ -130,7 +140,15 @@ async def main(args: argparse.Namespace) -> None:
 async def report(
     nc: Any, client: Client, args: argparse.Namespace, naive: float, naive_phases: list[float]
 ) -> None:
-    # 1. Cold start.
+    if "cold" in args.sections:
+        await cold_start(nc, client, naive, naive_phases)
+    if "memory" in args.sections:
+        await memory(nc, client)
+    if "batching" in args.sections:
+        await batching(nc, client, args)
+
+
+async def cold_start(nc: Any, client: Client, naive: float, naive_phases: list[float]) -> None:
     versions = await deploy(nc)
     t = time.perf_counter()
     first = await client.call("embed", {"text": SENTENCE}, timeout=120)
@@ -164,7 +182,9 @@ async def report(
         "(plus interpreter start)"
     )
 
-    # 2. Memory, and what fusing saves per request, for each engine.
+
+async def memory(nc: Any, client: Client) -> None:
+    """Memory, and what fusing saves per request, for each engine."""
     print(
         "\n2. memory (MiB; RSS, and PSS which splits shared pages fairly) and the cost of the hop"
     )
@@ -200,25 +220,39 @@ async def report(
     os.environ["SHOAL_EMBED_ENGINE"] = "onnxruntime"
     await deploy(nc, fuse=False)  # back to defaults; idle extra workers drain
 
-    # 3. Batching.
+
+async def batching(nc: Any, client: Client, args: argparse.Namespace) -> None:
     print(f"\n3. embed, one sentence per request, {args.inflight} in flight, {args.seconds:g} s")
     rows = []
     for label, max_batch in (("batching on (max_batch=32)", 32), ("batching off (max_batch=1)", 1)):
         over = {"minilm": {"max_batch": max_batch}, "embed": {"min_workers": 2}}
         versions = await deploy(nc, fuse=False, overrides=over)
         await calls(client, 128)  # warm: starts the executor if the deploy replaced it
-        await settle(nc, "minilm", versions["minilm"], 1)
+        await current(nc, "minilm", versions["minilm"])
 
         async def once(i: int) -> None:
-            await client.call("embed", {"text": f"{SENTENCE} {i}"}, timeout=120)
+            await client.call(
+                "embed", {"text": f"{SENTENCE} {i}"}, timeout=120, encoding=args.encoding
+            )
 
+        before = await current(nc, "minilm", versions["minilm"])
         lat, rate = await concurrent(args.seconds, args.inflight, once)
-        stats = (await settle(nc, "minilm", versions["minilm"], 1)).popitem()[1]
-        rows.append((label, lat, rate, stats.get("mean_batch", 0)))
-    for label, lat, rate, mean in rows:
+        after = await wait_workers(  # a heartbeat from after the run
+            nc,
+            "minilm",
+            lambda e, before=before: all(
+                w["served"] > before.get(k, {}).get("served", -1) for k, w in e.items()
+            ),
+            timeout=30,
+        )
+        busy = sum(w["busy"] - before.get(k, {}).get("busy", 0) for k, w in after.items())
+        means = [w.get("mean_batch", 0) for w in after.values()]
+        rows.append((label, lat, rate, means, busy / args.seconds / len(after)))
+    for label, lat, rate, means, busy in rows:
         print(
-            f"   {label:<28} {rate:7.0f} req/s   p50 {pct(lat, 0.5):7.1f} ms   p99 "
-            f"{pct(lat, 0.99):7.1f} ms   mean batch {mean}"
+            f"   {label:<28} {rate:7.0f} req/s   p50 {pct(lat, 0.5):7.1f} ms   "
+            f"p99 {pct(lat, 0.99):7.1f} ms   executors {len(means)}, mean batch {means}, "
+            f"executor busy {busy:.0%}"
         )
     print(f"   throughput on / off: {rows[0][2] / rows[1][2]:.1f}x (target >= 5)")
     print(f"   p50 on / off: {statistics.median(rows[0][1]) / statistics.median(rows[1][1]):.2f}")
@@ -246,4 +280,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--inflight", type=int, default=64)
+    p.add_argument("--sections", default="cold,memory,batching", help="comma-separated")
+    p.add_argument("--encoding", default="json", choices=("json", "msgpack"))
     anyio.run(main, p.parse_args())

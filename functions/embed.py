@@ -276,11 +276,15 @@ def onnxruntime_engine(
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         ort.preload_dlls()  # CUDA and cuDNN from their pip packages, without importing torch
         providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    # Idle intra-op threads otherwise spin, taking CPU from the handlers and NATS beside
+    # them; batches are large enough that waking the threads costs little.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except InvalidProtobuf:  # a damaged cache file (disk full, copied by hand): export again
         export_onnx(directory, path)
-        session = ort.InferenceSession(str(path), providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     # onnxruntime falls back to CPU (and logs why) when CUDA cannot start.
     device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 

@@ -43,6 +43,7 @@ class BatchStats:
     running: int = 0
     cap: int = 0
     first_batch: float | None = None  # seconds the very first batch took (a cold model)
+    busy: float = 0.0  # seconds spent running batches
 
     @property
     def mean(self) -> float:
@@ -186,6 +187,7 @@ class Batcher:
         finally:
             elapsed = time.perf_counter() - started
             self.model.add(len(batch), elapsed)
+            self.stats.busy += elapsed
             if self.stats.first_batch is None:
                 self.stats.first_batch = elapsed
             self.stats.batches += 1

@@ -45,6 +45,7 @@ class ExecutorWorker(Serving):
             "largest_batch": s.largest,
             "batch_cap": s.cap,
             "first_batch": s.first_batch,
+            "busy": round(s.busy, 3),
         }
 
     async def run(
