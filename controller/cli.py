@@ -16,7 +16,7 @@ import anyio
 import msgpack
 from nats.aio.client import Client as NATS
 
-from runtime import protocol
+from runtime import deadletter, protocol
 from runtime.client import Client
 from runtime.errors import ShoalError
 from runtime.nats_util import connect, kv, nats_url
@@ -98,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("result", help="print the stored result of a request id")
     res.add_argument("request_id")
     res.set_defaults(run=_result)
+
+    can = sub.add_parser("cancel", help="cancel a queued or running invocation by request id")
+    can.add_argument("request_id")
+    can.set_defaults(run=_cancel)
+
+    dlq = sub.add_parser("dlq", help="dead letters: list them, or re-drive them")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dl = dlq_sub.add_parser("list", help="list dead letters")
+    dl.add_argument("--function")
+    dl.set_defaults(run=_dlq_list)
+    dr = dlq_sub.add_parser("redrive", help="publish dead letters again and drop them")
+    dr.add_argument("--function")
+    dr.add_argument("--seq", type=int, action="append", help="only these (repeatable)")
+    dr.set_defaults(run=_dlq_redrive)
 
     st = sub.add_parser("status", help="functions, workers, load")
     st.set_defaults(run=_status)
@@ -281,6 +295,41 @@ async def _result(args: argparse.Namespace) -> None:
     )
     if not result.ok:
         sys.exit(1)
+
+
+async def _cancel(args: argparse.Namespace) -> None:
+    async with await Client.connect() as client:
+        await client.cancel(args.request_id)
+    print(f"cancelled {args.request_id}")
+
+
+async def _dlq_list(args: argparse.Namespace) -> None:
+    nc = await connect(name="shoal-dlq")
+    try:
+        letters = await deadletter.list_dead(nc.jetstream(), args.function)
+    finally:
+        await nc.drain()
+    rows = [("SEQ", "FUNCTION", "REQUEST ID", "DELIVERIES", "ERROR", "REASON")]
+    for d in letters:
+        rows.append(
+            (str(d.seq), d.function, d.request_id or "-", str(d.deliveries), d.code, d.reason[:80])
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+async def _dlq_redrive(args: argparse.Namespace) -> None:
+    nc = await connect(name="shoal-dlq")
+    try:
+        js = nc.jetstream()
+        letters = await deadletter.list_dead(js, args.function)
+        chosen = [d for d in letters if not args.seq or d.seq in args.seq]
+        for d in chosen:
+            await deadletter.redrive(js, d)
+    finally:
+        await nc.drain()
+    print(f"re-drove {len(chosen)} dead letter(s)")
 
 
 async def _status(args: argparse.Namespace) -> None:

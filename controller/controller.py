@@ -22,12 +22,14 @@ from typing import Any
 import anyio
 import msgpack
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from runtime import protocol
 from runtime.nats_util import kv, nats_url
 from runtime.spec import FunctionSpec
 
 from .cold import ColdPath
+from .exhausted import watch_exhausted
 from .launcher import Launcher, LaunchRequest
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
@@ -100,6 +102,7 @@ class Controller:
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
         info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
+        exhausted: Subscription | None = None
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.functions.run)
@@ -109,6 +112,9 @@ class Controller:
                 tg.start_soon(self._heartbeats, controllers_kv, info)
                 tg.start_soon(self._on_exits, workers_kv)
                 tg.start_soon(self._wake_on_deploys)
+                exhausted = await watch_exhausted(
+                    self.nc, self._spec_of_stream, lambda name: self.owner(name) == self.id
+                )
                 log.info("controller %s running", self.id)
                 task_status.started()
                 while True:
@@ -121,6 +127,8 @@ class Controller:
                     self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
+                if exhausted is not None:
+                    await _quietly(exhausted.unsubscribe())
                 for path in self._cold.values():
                     await _quietly(path.close())
                 await _quietly(controllers_kv.delete(self.id))
@@ -156,6 +164,9 @@ class Controller:
             self.workers.forget(key)
             await _quietly(workers_kv.delete(key))
             self.wake()
+
+    def _spec_of_stream(self, stream: str) -> FunctionSpec | None:
+        return next((s for s in self.functions.items().values() if s.stream == stream), None)
 
     def owner(self, function: str) -> str:
         """The live controller responsible for scaling ``function``."""

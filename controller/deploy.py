@@ -26,7 +26,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
-from runtime import protocol
+from runtime import deadletter, protocol
 from runtime.errors import DeployError
 from runtime.loader import code_sha, definitions, import_file
 from runtime.nats_util import kv
@@ -128,6 +128,7 @@ async def deploy_spec(js: JetStreamContext, spec: FunctionSpec) -> bool:
     spec.validate()
     if spec.kind == "function":  # executors take requests from handlers, not events
         await ensure_stream(js, spec)
+        await deadletter.ensure_stream(js)
     functions = await kv(js, protocol.FUNCTIONS_BUCKET)
     try:
         if (await functions.get(spec.name)).value == spec.to_bytes():

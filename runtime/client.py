@@ -111,6 +111,12 @@ class Client:
         await self.nc.jetstream().publish(subject, codec.encode(event, encoding), headers=headers)
         return request_id
 
+    async def cancel(self, request_id: str) -> None:
+        """Cancel ``request_id``: if queued it will not run, if running it is interrupted
+        (a sync handler's thread finishes on its own); its answer is a ``Cancelled`` error."""
+        bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
+        await bucket.put(protocol.result_key(request_id), request_id.encode())
+
     async def result(self, request_id: str) -> Result | None:
         """The stored outcome of ``request_id``, or None if there is none (yet)."""
         return await (await self._store()).get(request_id)

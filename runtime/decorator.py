@@ -43,6 +43,8 @@ def function(
     idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
+    retries: int = 0,
+    backoff: Sequence[float] = (1.0, 5.0, 30.0),
     uses: Sequence[type] = (),
     fuse: bool = False,
 ) -> Callable[[T], T]: ...
@@ -61,6 +63,8 @@ def function(
     idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
+    retries: int = 0,
+    backoff: Sequence[float] = (1.0, 5.0, 30.0),
     uses: Sequence[type] = (),
     fuse: bool = False,
 ) -> Any:
@@ -73,7 +77,9 @@ def function(
 
     Options: ``name``, ``subjects`` (extra trigger subjects), ``timeout`` (seconds per
     invocation), ``concurrency`` (in flight per worker), ``min_workers``/``max_workers``,
-    ``idle_timeout`` (seconds a worker stays warm), ``ack_wait`` and ``max_deliver``.
+    ``idle_timeout`` (seconds a worker stays warm), ``ack_wait`` and ``max_deliver``;
+    ``retries`` re-runs a durable event whose handler raised or timed out, waiting
+    ``backoff[n]`` seconds (JetStream's delayed redelivery), then dead-letters it.
 
     ``uses=[SomeExecutor]`` declares the :func:`executor` classes the handler awaits; each is
     passed in as a parameter annotated with its class (``async def f(event, model: Model)``)
@@ -101,6 +107,8 @@ def function(
             idle_timeout=idle_timeout,
             ack_wait=ack_wait,
             max_deliver=max_deliver,
+            retries=retries,
+            backoff=tuple(backoff),
         )
         return obj
 

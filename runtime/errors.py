@@ -94,6 +94,18 @@ class ExecutorUnavailable(ShoalError):
     retryable = True
 
 
+class Cancelled(ShoalError):
+    """The invocation was cancelled by its request id before or while it ran."""
+
+    code = "cancelled"
+
+
+class DeliveryExhausted(ShoalError):
+    """JetStream gave up: every delivery's worker died or ran past ack_wait."""
+
+    code = "delivery_exhausted"
+
+
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
@@ -108,5 +120,7 @@ _BY_CODE: dict[str, type[ShoalError]] = {
         ResultNotFound,
         WorkerUnavailable,
         ExecutorUnavailable,
+        Cancelled,
+        DeliveryExhausted,
     )
 }

@@ -59,6 +59,7 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
         protocol.RESULTS_BUCKET: RESULTS_TTL,
         protocol.WORKERS_BUCKET: HEARTBEAT_TTL,
         protocol.CONTROLLERS_BUCKET: HEARTBEAT_TTL,
+        protocol.CANCEL_BUCKET: RESULTS_TTL,
     }.get(bucket)
     config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
     return await js.create_key_value(config)

@@ -33,6 +33,8 @@ FUNCTIONS_BUCKET = "shoal_functions"
 CODE_BUCKET = "shoal_code"
 WORKERS_BUCKET = "shoal_workers"
 CONTROLLERS_BUCKET = "shoal_controllers"
+CANCEL_BUCKET = "shoal_cancel"  # request ids asked to be cancelled
+REDRIVE = "Shoal-Redrive"  # on a re-driven dead letter: how many times it was re-driven
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_=-]{1,200}$")

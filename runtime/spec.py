@@ -31,6 +31,8 @@ class FunctionSpec:
     idle_timeout: float = 300.0  # seconds a worker stays warm with nothing to do
     ack_wait: float = 10.0  # seconds before an unacknowledged event is redelivered
     max_deliver: int = 5  # deliveries before JetStream gives up on an event
+    retries: int = 0  # re-runs after the handler raises or times out, then a dead letter
+    backoff: tuple[float, ...] = (1.0, 5.0, 30.0)  # seconds before retry n (last one repeats)
     # Handlers: the executors they await, and whether to run them in-process ("fused").
     uses: tuple[str, ...] = ()
     fuse: bool = False
@@ -63,6 +65,10 @@ class FunctionSpec:
             return []
         return [protocol.event_subject(self.name), *self.subjects]
 
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before re-running after failed attempt ``attempt`` (1-based)."""
+        return float(self.backoff[min(attempt, len(self.backoff)) - 1])
+
     @property
     def capacity(self) -> int:
         """Items one worker holds at once: a running batch and the next one filling."""
@@ -72,6 +78,7 @@ class FunctionSpec:
         d = dataclasses.asdict(self)
         d["subjects"] = list(self.subjects)
         d["uses"] = list(self.uses)
+        d["backoff"] = list(self.backoff)
         return msgpack.packb(d, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -82,6 +89,8 @@ class FunctionSpec:
         d = {k: v for k, v in d.items() if k in known}
         d["subjects"] = tuple(d.get("subjects", ()))
         d["uses"] = tuple(d.get("uses", ()))
+        if "backoff" in d:
+            d["backoff"] = tuple(d["backoff"])
         return cls(**d)
 
     def validate(self) -> FunctionSpec:
@@ -108,6 +117,17 @@ class FunctionSpec:
             raise DefinitionError(f"idle_timeout must be seconds >= 0, got {self.idle_timeout!r}")
         if not isinstance(self.max_deliver, int) or not (self.max_deliver >= 1):
             raise DefinitionError(f"max_deliver must be an int >= 1, got {self.max_deliver!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise DefinitionError(f"retries must be an int >= 0, got {self.retries!r}")
+        if self.retries >= self.max_deliver:
+            raise DefinitionError(
+                f"retries={self.retries} needs max_deliver > retries (got {self.max_deliver}): "
+                f"set max_deliver={self.retries + 2} or more"
+            )
+        if not self.backoff or any(
+            isinstance(b, bool) or not isinstance(b, int | float) or b < 0 for b in self.backoff
+        ):
+            raise DefinitionError(f"backoff must be seconds >= 0, got {list(self.backoff)!r}")
         if self.kind == "executor":
             if self.engine not in ENGINES:
                 raise DefinitionError(

@@ -23,8 +23,9 @@ from nats.aio.msg import Msg
 
 from . import codec, protocol
 from .context import Context
+from .deadletter import dead_letter
 from .decorator import Definition, definition_of
-from .errors import DeployError, ShoalError
+from .errors import Cancelled, DeployError, ShoalError
 from .executor_worker import ExecutorWorker
 from .executors import LocalExecutor, RemoteExecutor, start_executor
 from .invoker import Invoker
@@ -38,6 +39,7 @@ from .spec import FunctionSpec
 log = logging.getLogger("shoal.worker")
 
 RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
+RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
 
 
 class Worker(Serving):
@@ -50,6 +52,8 @@ class Worker(Serving):
         self._inflight_events: dict[str, tuple[Msg, float]] = {}  # by ack subject
         self._tg: TaskGroup | None = None
         self._results: ResultStore | None = None
+        self._cancelled: set[str] = set()  # result keys of cancelled request ids
+        self._running: dict[str, anyio.CancelScope] = {}
 
     def load(self) -> dict[str, Any]:
         return {
@@ -77,6 +81,7 @@ class Worker(Serving):
                 pulled_out.set()
 
             tg.start_soon(pull)
+            await tg.start(self._follow_cancellations)
             tg.start_soon(self.heartbeats)
             tg.start_soon(self._extend_acks)
             await self.announce("ready")
@@ -125,6 +130,27 @@ class Worker(Serving):
                     except Exception as e:
                         log.debug("in_progress failed: %s", e)
 
+    async def _follow_cancellations(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # A watch keeps the set in memory: checking it costs nothing on the hot path.
+        bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
+        watcher = await bucket.watchall()
+        started = False
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.value and entry.operation is None:
+                    self._cancelled.add(entry.key)
+                    scope = self._running.get(entry.key)
+                    if scope is not None:
+                        scope.cancel()
+                if not started and (entry is None or not entry.delta):
+                    started = True
+                    task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
     async def _on_call(self, msg: Msg) -> None:
         assert self._tg is not None
         self._tg.start_soon(self._handle_call, msg)
@@ -140,10 +166,20 @@ class Worker(Serving):
         headers = msg.headers or {}
         content_type = headers.get(protocol.CONTENT_TYPE)
         enc = codec.encoding_of(content_type)
+        key = protocol.result_key(request_id)
         try:
             event, enc = codec.decode(msg.data, content_type)
             ctx = Context(request_id, self.spec.name, msg.subject, headers, attempt, durable)
-            value = await self.invoker.invoke(event, ctx)
+            with anyio.CancelScope() as scope:
+                if key in self._cancelled:
+                    scope.cancel()
+                self._running[key] = scope
+                try:
+                    value = await self.invoker.invoke(event, ctx)
+                finally:
+                    self._running.pop(key, None)
+            if scope.cancelled_caught:
+                raise Cancelled(f"{request_id} was cancelled", request_id=request_id)
             body = codec.encode(value, enc)
             return make_result(request_id, self.spec.name, True, value, enc), body, False
         except ShoalError as e:
@@ -166,7 +202,10 @@ class Worker(Serving):
     async def _handle_call(self, msg: Msg) -> None:
         await self.slots.acquire()
         try:
-            request_id = (msg.headers or {}).get(protocol.MSG_ID) or uuid.uuid4().hex
+            headers = msg.headers or {}
+            request_id = (
+                headers.get(protocol.REQUEST_ID) or headers.get(protocol.MSG_ID) or uuid.uuid4().hex
+            )
             result, body, _ = await self._execute(msg, request_id, 1, durable=False)
             if msg.reply:
                 await self._reply(msg.reply, result, body)
@@ -184,7 +223,11 @@ class Worker(Serving):
         try:
             meta = msg.metadata
             headers = msg.headers or {}
-            request_id = headers.get(protocol.MSG_ID) or f"{self.spec.name}-{meta.sequence.stream}"
+            request_id = (
+                headers.get(protocol.REQUEST_ID)
+                or headers.get(protocol.MSG_ID)
+                or f"{self.spec.name}-{meta.sequence.stream}"
+            )
             reply_to = headers.get(protocol.REPLY_TO)
             assert self._results is not None
             if meta.num_delivered > 1:
@@ -200,11 +243,29 @@ class Worker(Serving):
             result, body, retry = await self._execute(
                 msg, request_id, meta.num_delivered, durable=True
             )
-            if retry and meta.num_delivered < self.spec.max_deliver:
-                # Transient (an executor away): let JetStream redeliver it shortly.
-                log.info("retrying %s after %s", request_id, result.value.get("message"))
-                await msg.nak(delay=RETRY_DELAY)
-                return
+            attempt = meta.num_delivered
+            if not result.ok:
+                code = result.value.get("code")
+                again = (retry and attempt < self.spec.max_deliver) or (
+                    code in RETRIED and attempt <= self.spec.retries
+                )
+                if again:
+                    # JetStream redelivers it after the delay: no timer of ours to lose.
+                    delay = self.spec.delay(attempt) if code in RETRIED else RETRY_DELAY
+                    log.info("retrying %s in %gs: %s", request_id, delay, result.value["message"])
+                    await msg.nak(delay=delay)
+                    return
+                if code != Cancelled.code:
+                    await dead_letter(
+                        self.nc.jetstream(),
+                        function=self.spec.name,
+                        original_subject=msg.subject,
+                        data=msg.data,
+                        headers=headers,
+                        reason=result.value["message"],
+                        code=code,
+                        deliveries=attempt,
+                    )
             if reply_to:
                 await self._reply(reply_to, result, body)
             await self._results.put(result)  # stored before the ack: at-least-once
