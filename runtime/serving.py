@@ -110,7 +110,13 @@ class Serving:
         while True:
             await anyio.sleep(self.settings.heartbeat)
             if self.settings.parent_pid and os.getppid() != self.settings.parent_pid:
-                log.warning("launcher process went away; draining")
+                if not self.nc.is_connected:
+                    # Orphaned and cut off: nothing can be acknowledged any more, and
+                    # whatever is unacknowledged is redelivered to other workers.
+                    log.warning("launcher gone and NATS unreachable; exiting")
+                    os._exit(0)
+                if not self._stop.is_set():
+                    log.warning("launcher process went away; draining")
                 self.stop()
             if not self._stop.is_set():
                 try:

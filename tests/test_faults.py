@@ -1,0 +1,189 @@
+"""Faults under load: each run publishes events, injects a fault mid-run, and counts
+lost / duplicated / answered. The goal is lost = 0 in every one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+from nats.aio.client import Client as NATS
+
+from controller import Controller, EmbeddedNats, ProcessLauncher, deploy_file
+from runtime.nats_util import connect
+from tests.conftest import FAST, FNS, controller_settings, wait_workers
+
+pytestmark = pytest.mark.anyio
+
+LOAD = FNS / "load.py"
+
+
+class Run:
+    """Publishes numbered events durably and counts the answers by request id."""
+
+    def __init__(self, nc: NATS, tag: str, n: int) -> None:
+        self.nc = nc
+        self.tag = tag
+        self.n = n
+        self.answers: Counter[str] = Counter()
+        self.progress = anyio.Event()
+        self.complete = anyio.Event()
+
+    async def start(self) -> None:
+        async def on_answer(msg) -> None:
+            self.answers[msg.headers["Shoal-Request-Id"]] += 1
+            self.progress.set()
+            self.progress = anyio.Event()
+            if len(self.answers) == self.n:
+                self.complete.set()
+
+        await self.nc.subscribe(f"answers.{self.tag}", cb=on_answer)
+
+    async def publish(self) -> None:
+        js = self.nc.jetstream()
+        for i in range(self.n):
+            rid = f"{self.tag}-{i}"
+            while True:  # an event counts once JetStream has accepted it (the PubAck)
+                try:
+                    await js.publish(
+                        "fn.work",
+                        json.dumps({"i": i}).encode(),
+                        headers={"Nats-Msg-Id": rid, "Shoal-Reply-To": f"answers.{self.tag}"},
+                        timeout=2,
+                    )
+                    break
+                except Exception:
+                    await anyio.sleep(0.2)  # the server is away (restart test): try again
+
+    async def wait_answered(self, count: int, timeout: float = 60) -> None:
+        with anyio.fail_after(timeout):
+            while len(self.answers) < count:
+                await self.progress.wait()
+
+    def report(self, fault: str) -> tuple[int, int, int]:
+        answered = len(self.answers)
+        lost = self.n - answered
+        duplicated = sum(c - 1 for c in self.answers.values())
+        print(
+            f"\n[{fault}] events {self.n}: answered {answered}, lost {lost}, "
+            f"duplicated {duplicated}"
+        )
+        return lost, duplicated, answered
+
+
+async def test_sigkill_a_worker_mid_load(nats_server, nc, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    run = Run(nc, "kill", 1000)
+    await run.start()
+    async with (
+        ProcessLauncher(code_dir=tmp_path / "code") as launcher,
+        anyio.create_task_group() as tg,
+    ):
+        await tg.start(Controller(nc, launcher, controller_settings()).run)
+        await deploy_file(nc, LOAD)
+        tg.start_soon(run.publish)
+        await run.wait_answered(200)
+        busy = await wait_workers(nc, "work", lambda e: any(w["inflight"] for w in e.values()))
+        victim = next(w for w in busy.values() if w["inflight"])
+        os.kill(victim["pid"], signal.SIGKILL)
+        with anyio.fail_after(120):
+            await run.complete.wait()
+        tg.cancel_scope.cancel()
+    lost, _, answered = run.report("SIGKILL a worker")
+    assert lost == 0 and answered == 1000
+
+
+async def test_kill_one_of_two_controller_processes_mid_load(
+    nats_server,
+    nc,
+    tmp_path,
+) -> None:
+    env = {
+        **os.environ,
+        **FAST,
+        "SHOAL_NATS_URL": nats_server.url,
+        "SHOAL_TICK": "0.1",
+        "SHOAL_STALE_AFTER": "1.5",
+        "SHOAL_LOG_LEVEL": "WARNING",
+    }
+
+    def controller(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "controller", "--data", str(tmp_path / name)],
+            env={**env, "SHOAL_CONTROLLER_ID": name},
+            start_new_session=True,
+        )
+
+    a, b = controller("ctl-a"), controller("ctl-b")
+    try:
+        await deploy_file(nc, LOAD)
+        run = Run(nc, "ctl", 600)
+        await run.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.publish)
+            await run.wait_answered(150)
+            # Kill whichever controller has launched the serving workers.
+            serving = await wait_workers(nc, "work", lambda e: bool(e))
+            owner = next(iter(serving.values()))["controller"]
+            victim = a if owner == "ctl-a" else b
+            os.killpg(victim.pid, signal.SIGKILL)  # the controller, not its workers
+            with anyio.fail_after(120):
+                await run.complete.wait()
+        lost, _, answered = run.report("SIGKILL one of two controllers")
+        assert lost == 0 and answered == 600
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+
+
+async def test_controller_restart_mid_load(nats_server, nc, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    run = Run(nc, "restart", 600)
+    await run.start()
+    await deploy_file(nc, LOAD, wait=0)
+    async with anyio.create_task_group() as publishing:
+        publishing.start_soon(run.publish)
+        for generation in range(2):  # the first controller stops mid-load, a new one takes over
+            async with ProcessLauncher(code_dir=tmp_path / f"code{generation}") as launcher:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(Controller(nc, launcher, controller_settings()).run)
+                    if generation == 0:
+                        await run.wait_answered(150)
+                    else:
+                        with anyio.fail_after(120):
+                            await run.complete.wait()
+                    tg.cancel_scope.cancel()
+    lost, _, answered = run.report("restart the controller")
+    assert lost == 0 and answered == 600
+
+
+async def test_nats_server_restart_mid_load(tmp_path: Path, monkeypatch) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=0).start()
+    monkeypatch.setenv("SHOAL_NATS_URL", server.url)
+    nc = await connect(server.url, name="test")
+    try:
+        run = Run(nc, "nats", 600)
+        await run.start()
+        async with ProcessLauncher(code_dir=tmp_path / "code") as launcher:
+            async with anyio.create_task_group() as tg:
+                await tg.start(Controller(nc, launcher, controller_settings()).run)
+                await deploy_file(nc, LOAD)
+                tg.start_soon(run.publish)
+                await run.wait_answered(150)
+                await anyio.to_thread.run_sync(server.restart)  # same port, same file storage
+                with anyio.fail_after(120):
+                    await run.complete.wait()
+                tg.cancel_scope.cancel()
+        lost, _, answered = run.report("restart nats-server")
+        assert lost == 0 and answered == 600
+    finally:
+        await nc.close()
+        server.stop()
