@@ -117,7 +117,14 @@ class Controller:
                 )
                 log.info("controller %s running", self.id)
                 task_status.started()
+                reconnects = self.nc.stats["reconnects"]
                 while True:
+                    if self.nc.stats["reconnects"] != reconnects:
+                        # Watches may not survive a reconnect (a restarted server lost
+                        # their consumers): read every bucket anew.
+                        reconnects = self.nc.stats["reconnects"]
+                        for view in (self.functions, self.workers, self.controllers):
+                            view.refresh()
                     try:
                         await self.reconcile()
                     except Exception:

@@ -24,27 +24,43 @@ class BucketView(Generic[T]):
         self._bucket = bucket
         self._items: dict[str, tuple[T, float]] = {}
         self.changed = anyio.Event()
+        self._scope = anyio.CancelScope()
+        self._started = False  # whether run() has reported its initial snapshot
 
     def decode(self, data: bytes) -> T:
         raise NotImplementedError
 
+    def refresh(self) -> None:
+        """Re-read the bucket from a new watch (after a reconnect, a watch may be dead)."""
+        self._scope.cancel()
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        while True:
+            with anyio.CancelScope() as self._scope:
+                try:
+                    await self._follow(task_status)
+                except Exception as e:
+                    log.warning("watch of %s failed, watching anew: %s", self._bucket._name, e)
+                    await anyio.sleep(1)  # the server is away: do not spin
+
+    async def _follow(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         watcher = await self._bucket.watchall()
-        started = False
+        initial = True
         try:
             async for entry in watcher:
                 if entry is None:  # the initial values are all in
-                    if not started:
-                        started = True
+                    initial = False
+                    if not self._started:
+                        self._started = True
                         task_status.started()
                     continue
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     self._items.pop(entry.key, None)
                 else:
                     seen = time.monotonic()
-                    if not started and entry.created is not None:
+                    if initial and entry.created is not None:
                         # Backdate the initial snapshot by its age, so entries of processes
                         # that died before we started are not taken for live ones.
                         seen -= max(0.0, time.time() - entry.created.timestamp())
@@ -52,12 +68,15 @@ class BucketView(Generic[T]):
                         self._items[entry.key] = (self.decode(entry.value), seen)
                     except Exception as e:  # one bad entry must not blind the controller
                         log.warning("ignoring undecodable %s: %s", entry.key, e)
-                if started:
+                if self._started:
                     self.changed.set()
                     self.changed = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                try:
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+                except Exception as e:
+                    log.debug("stopping a watch: %s", e)
 
     def items(self, max_age: float | None = None) -> dict[str, T]:
         """Current entries; with ``max_age``, only those refreshed within that many seconds."""

@@ -20,6 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from . import codec, protocol
 from .context import Context
@@ -39,6 +41,7 @@ from .spec import FunctionSpec
 log = logging.getLogger("shoal.worker")
 
 RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
+STARTUP_PATIENCE = 60.0  # seconds a starting worker waits for NATS before giving up
 RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
 
 
@@ -54,6 +57,7 @@ class Worker(Serving):
         self._results: ResultStore | None = None
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
         self._running: dict[str, anyio.CancelScope] = {}
+        self._cancel_watch = anyio.CancelScope()
 
     def load(self) -> dict[str, Any]:
         return {
@@ -81,7 +85,7 @@ class Worker(Serving):
                 pulled_out.set()
 
             tg.start_soon(pull)
-            await tg.start(self._follow_cancellations)
+            tg.start_soon(self._follow_cancellations)
             tg.start_soon(self.heartbeats)
             tg.start_soon(self._extend_acks)
             await self.announce("ready")
@@ -130,26 +134,33 @@ class Worker(Serving):
                     except Exception as e:
                         log.debug("in_progress failed: %s", e)
 
-    async def _follow_cancellations(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    def on_reconnect(self) -> None:
+        self._cancel_watch.cancel()  # a restarted server may have lost the watch's consumer
+
+    async def _follow_cancellations(self) -> None:
         # A watch keeps the set in memory: checking it costs nothing on the hot path.
-        bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
-        watcher = await bucket.watchall()
-        started = False
-        try:
-            async for entry in watcher:
-                if entry is not None and entry.value and entry.operation is None:
-                    self._cancelled.add(entry.key)
-                    scope = self._running.get(entry.key)
-                    if scope is not None:
-                        scope.cancel()
-                if not started and (entry is None or not entry.delta):
-                    started = True
-                    task_status.started()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        while True:
+            with anyio.CancelScope() as self._cancel_watch:
+                try:
+                    bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
+                    watcher = await bucket.watchall()
+                except Exception as e:
+                    log.warning("cannot watch cancellations yet: %s", e)
+                    await anyio.sleep(1)  # NATS is away: do not spin
+                    continue
+                try:
+                    async for entry in watcher:
+                        if entry is not None and entry.value and entry.operation is None:
+                            self._cancelled.add(entry.key)
+                            scope = self._running.get(entry.key)
+                            if scope is not None:
+                                scope.cancel()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await watcher.stop()  # type: ignore[no-untyped-call]
+                        except Exception as e:
+                            log.debug("stopping the cancellation watch: %s", e)
 
     async def _on_call(self, msg: Msg) -> None:
         assert self._tg is not None
@@ -271,9 +282,9 @@ class Worker(Serving):
             await self._results.put(result)  # stored before the ack: at-least-once
             await msg.ack()
             self.served += 1
-        except Exception:
+        except Exception as e:
             # Not acknowledged: JetStream redelivers it after ack_wait.
-            log.exception("event %s on %s failed", msg.reply, msg.subject)
+            log.warning("event on %s left for redelivery: %r", msg.subject, e)
         finally:
             self._inflight_events.pop(msg.reply, None)
             self.slots.release()
@@ -306,7 +317,16 @@ async def _serve(
     nc: NATS, settings: WorkerSettings, tg: TaskGroup, phases: dict[str, float]
 ) -> Serving:
     mark = time.perf_counter()
-    definition = await load_definition(nc, settings.function, settings.code_dir)
+    with anyio.fail_after(STARTUP_PATIENCE):
+        while True:  # NATS may be restarting as this worker starts
+            try:
+                definition = await load_definition(nc, settings.function, settings.code_dir)
+                break
+            except NotFoundError:
+                raise  # not deployed (any more): waiting will not help
+            except (NatsError, TimeoutError) as e:
+                log.warning("cannot load %s yet: %r", settings.function, e)
+                await anyio.sleep(1)
     phases["load"] = time.perf_counter() - mark
     mark = time.perf_counter()
     serving: Serving
