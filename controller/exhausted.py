@@ -77,7 +77,7 @@ async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> Non
     result = make_result(request_id, spec.name, False, err.to_wire(), enc)
     await ResultStore(nc, await kv(js, protocol.RESULTS_BUCKET)).put(result)
     reply_to = headers.get(protocol.REPLY_TO)
-    if reply_to:
+    if reply_to and protocol.reply_allowed(reply_to):
         await nc.publish(
             reply_to,
             codec.encode({"error": err.to_wire()}, enc),

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -24,23 +29,193 @@ def nats_url() -> str:
     return os.environ.get("SHOAL_NATS_URL", DEFAULT_URL)
 
 
-async def connect(url: str | None = None, *, name: str, **options: Any) -> NATS:
-    """Connect with Shoal's defaults: reconnect forever, credentials from the environment."""
+@dataclass(frozen=True)
+class NatsAuth:
+    """Credentials and TLS for connecting to NATS; ``from_env`` reads ``SHOAL_NATS_*``.
+
+    Secrets (the password) stay out of ``repr`` and of every log line and error message.
+    Files are named by path and read by nats-py or ``ssl``; they are checked to exist up front
+    so a typo fails at once instead of as endless reconnects.
+    """
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    creds: Path | None = None  # a .creds file: user JWT + nkey seed (operator mode)
+    nkey_seed: Path | None = None  # a file holding a user nkey seed ("SU...")
+    tls_ca: Path | None = None  # CA bundle that signs the server's certificate
+    tls_cert: Path | None = None  # client certificate (servers that verify clients)
+    tls_key: Path | None = None
+    inbox_prefix: str | None = None  # e.g. "_INBOX.app": replies only this user may read
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NatsAuth:
+        env = os.environ if env is None else env
+
+        def path(var: str) -> Path | None:
+            value = env.get(var)
+            if not value:
+                return None
+            found = Path(value).expanduser()
+            if not found.is_file():
+                raise FileNotFoundError(f"{var}: no file at {value}")
+            return found
+
+        password = env.get("SHOAL_NATS_PASSWORD") or None
+        password_file = path("SHOAL_NATS_PASSWORD_FILE")
+        if password is None and password_file is not None:
+            password = password_file.read_text().strip()
+        auth = cls(
+            user=env.get("SHOAL_NATS_USER") or None,
+            password=password,
+            creds=path("SHOAL_NATS_CREDS"),
+            nkey_seed=path("SHOAL_NATS_NKEY_SEED"),
+            tls_ca=path("SHOAL_NATS_TLS_CA"),
+            tls_cert=path("SHOAL_NATS_TLS_CERT"),
+            tls_key=path("SHOAL_NATS_TLS_KEY"),
+            inbox_prefix=env.get("SHOAL_NATS_INBOX_PREFIX") or None,
+        )
+        if (auth.tls_cert is None) != (auth.tls_key is None):
+            raise ValueError("SHOAL_NATS_TLS_CERT and SHOAL_NATS_TLS_KEY go together")
+        if auth.password is not None and auth.user is None:
+            raise ValueError("SHOAL_NATS_PASSWORD needs SHOAL_NATS_USER")
+        return auth
+
+    def ssl_context(self, url: str) -> ssl.SSLContext | None:
+        """A verifying client context when TLS is asked for, else None.
+
+        Without one nats-py still upgrades to TLS when the server requires it, verifying
+        against the system's CAs.
+        """
+        if not (self.tls_ca or self.tls_cert or url.startswith("tls://")):
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
+        if self.tls_cert is not None:
+            ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        return ctx
+
+    def options(self, url: str) -> dict[str, Any]:
+        """nats-py connect options. A user given here wins over one in the URL."""
+        opts: dict[str, Any] = {}
+        if self.user is not None:
+            opts["user"] = self.user
+            opts["password"] = self.password or ""
+        if self.creds is not None:
+            opts["user_credentials"] = str(self.creds)
+        if self.nkey_seed is not None:
+            opts["nkeys_seed"] = str(self.nkey_seed)
+        tls = self.ssl_context(url)
+        if tls is not None:
+            opts["tls"] = tls
+        if self.inbox_prefix:
+            opts["inbox_prefix"] = self.inbox_prefix
+        return opts
+
+    def describe(self, url: str) -> str:
+        """Who is connecting, for error messages: names and paths, never secrets."""
+        if self.creds is not None:
+            return f"creds file {self.creds}"
+        if self.nkey_seed is not None:
+            return f"nkey seed file {self.nkey_seed}"
+        user = self.user or urlsplit(url).username
+        return f"user {user!r}" if user else "no credentials"
+
+
+class NatsRefused(nats.errors.Error):
+    """The server refused these credentials or this TLS setup: retrying cannot help."""
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _fatal(e: BaseException) -> bool:
+    """Errors that no reconnect can fix: refused credentials, a failed TLS handshake."""
+    if isinstance(e, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return False  # the server went away mid-handshake (a restart): try again
+    if isinstance(e, NatsRefused | nats.errors.AuthorizationError | ssl.SSLError):
+        return True
+    text = str(e).lower()
+    return any(s in text for s in ("authorization violation", "authentication expired"))
+
+
+def _tls_only(nc: NATS, opts: dict[str, Any], refusal: str) -> Callable[[], None]:
+    """If TLS was asked for, a check that ``nc`` uses it, also made before the password goes
+    out: nats-py upgrades only when the server's INFO asks, so a server without TLS (or a
+    downgrade by someone in between) would otherwise get it in clear."""
+
+    def check() -> None:
+        # nats-py has no public way to tell; a transport it does not expose passes.
+        writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+        if "tls" in opts and writer is not None and writer.get_extra_info("ssl_object") is None:
+            raise NatsRefused(refusal)
+
+    password = opts.get("password")
+    if "tls" in opts and isinstance(password, str):
+        secret: str = password
+
+        def checked_password() -> str:
+            check()
+            return secret
+
+        opts["password"] = checked_password
+    return check
+
+
+async def connect(
+    url: str | None = None,
+    *,
+    name: str,
+    auth: NatsAuth | None = None,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+    **options: Any,
+) -> NATS:
+    """Connect with Shoal's defaults: reconnect forever, credentials and TLS from the
+    environment (:class:`NatsAuth`). Refused credentials or a failed TLS handshake raise
+    :class:`NatsRefused` at once instead of being retried."""
+    url = url or nats_url()
+    auth = auth or NatsAuth.from_env()
+    secrets = [s for s in (auth.password, urlsplit(url).password) if s]
+    connecting = True
 
     async def on_error(e: Exception) -> None:
-        log.warning("nats (%s): %s", name, e)
+        text = str(e)
+        for secret in secrets:  # belt and braces: no nats-py message is known to echo one
+            text = text.replace(secret, "***")
+        if connecting and isinstance(e, NatsRefused):
+            raise e
+        if connecting and _fatal(e):
+            raise NatsRefused(
+                f"NATS at {_redact(url)} refused {name!r} ({auth.describe(url)}): {text}"
+            ) from e
+        log.warning("nats (%s): %s", name, text)
+        if error_cb is not None:
+            await error_cb(e)
 
-    creds = os.environ.get("SHOAL_NATS_CREDS")
     opts: dict[str, Any] = {
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "error_cb": on_error,
+        **auth.options(url),
+        **options,
     }
-    if creds:
-        opts["user_credentials"] = creds
-    opts.update(options)
-    return await nats.connect(url or nats_url(), **opts)
+    nc = NATS()
+    check_tls = _tls_only(nc, opts, f"NATS at {_redact(url)} offers no TLS: {name!r} refused")
+    try:
+        await nc.connect(url, **opts)
+        check_tls()
+    except NatsRefused as e:
+        # A failed TLS upgrade has closed its socket, and asyncio would never finish closing
+        # the stream around it; anything else has an open connection to close.
+        if not isinstance(e.__cause__, ssl.SSLError):
+            await nc.close()
+        raise
+    connecting = False
+    return nc
 
 
 # Results are kept this long for look-up by request id.

@@ -76,3 +76,12 @@ def result_key(request_id: str) -> str:
     if _KEY_RE.match(request_id):
         return request_id
     return "h-" + hashlib.sha256(request_id.encode()).hexdigest()
+
+
+def reply_allowed(subject: str) -> bool:
+    """Whether answers may go to ``subject``: never to system (``$``) or internal subjects.
+
+    Workers publish answers with their own permissions, so a reply subject chosen by a
+    client must not let it write where it may not (results, heartbeats, acks, dead letters).
+    """
+    return bool(subject) and not subject.startswith(("$", "shoal.", f"{EVENT_PREFIX}."))

@@ -240,6 +240,9 @@ class Worker(Serving):
                 or f"{self.spec.name}-{meta.sequence.stream}"
             )
             reply_to = headers.get(protocol.REPLY_TO)
+            if reply_to and not protocol.reply_allowed(reply_to):
+                log.warning("not answering %s on %r: a system subject", msg.subject, reply_to)
+                reply_to = None  # the result is still stored under its request id
             assert self._results is not None
             if meta.num_delivered > 1:
                 # A redelivery whose first run finished but was never acknowledged: answer
