@@ -1,5 +1,6 @@
 # The controller image: `shoal up` against the cluster's NATS, workers as processes inside it.
-# (The container launcher, handler and executor images come with the container work.)
+# Worker images (shoal-handler, shoal-executor), a registry-free build of all images and the
+# container launcher: docker/build.sh, docs/containers.md.
 FROM python:3.11-slim
 
 WORKDIR /app

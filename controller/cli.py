@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ctl = sub.add_parser("controller", help="run a controller against an existing NATS")
     ctl.add_argument("--data", type=Path, default=Path(os.environ.get("SHOAL_DATA_DIR", ".shoal")))
+    ctl.add_argument(
+        "--launcher",
+        choices=("process", "docker"),
+        default=os.environ.get("SHOAL_LAUNCHER", "process"),
+        help="workers as local processes, or as containers (docs/containers.md)",
+    )
     ctl.set_defaults(run=_controller)
 
     dep = sub.add_parser("deploy", help="deploy the @functions in Python files")
@@ -198,6 +204,11 @@ async def _demo(nc: NATS) -> None:
 
 
 async def _controller(args: argparse.Namespace) -> None:
+    if args.launcher == "docker":
+        from .docker_launcher import _main as run_with_containers
+
+        await run_with_containers()
+        return
     nc = await connect(name="shoal-controller")
     try:
         async with ProcessLauncher(code_dir=(args.data / "code").resolve()) as launcher:

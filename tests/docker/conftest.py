@@ -1,0 +1,131 @@
+"""Fixtures for the container launcher: a real Docker engine, the shoal-handler image, and a
+controller whose workers are containers on the host network (so they reach the test's
+nats-server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from nats.aio.client import Client as NATS
+
+from controller import Controller, DockerLauncher, EmbeddedNats, deploy_file
+from controller.docker_launcher import LABEL_CONTROLLER, LABEL_WORKER, _sdk
+from tests.conftest import controller_settings
+
+NO_SDK = "the docker SDK is not installed: pip install 'docker>=7'"
+docker: Any
+try:  # by name: the repository's docker/ folder (build scripts) is not the SDK
+    docker = _sdk("docker")
+except ModuleNotFoundError:
+    docker = None
+
+REPO = Path(__file__).resolve().parents[2]
+FNS = Path(__file__).parent / "fns.py"
+IMAGE = "shoal-handler"
+
+
+def engine_unreachable() -> str | None:
+    """Why the engine cannot be reached, asked with a plain socket: the SDK leaks its socket
+    when the connection is refused, which the warnings-as-errors setting turns into a failure."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return None  # a TCP engine: let the SDK try
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(host.removeprefix("unix://"))
+        except OSError as e:
+            return str(e)
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    if docker is None:
+        pytest.skip(NO_SDK)
+    reason = engine_unreachable()
+    if reason:
+        pytest.skip(f"no Docker engine reachable ({reason}); docker/ensure-engine.sh starts one")
+    client = docker.from_env()
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run([str(REPO / "docker" / "build.sh"), "handler"], check=True)
+    yield client
+    client.close()
+
+
+# The working tree's code over the image's copy: the image supplies the dependencies, the
+# tests exercise the code under test.
+SOURCE = {str(REPO / d): {"bind": f"/app/{d}", "mode": "ro"} for d in ("runtime", "storage")}
+
+
+@dataclass
+class DockerCluster:
+    nc: NATS
+    controller: Controller
+    launcher: DockerLauncher
+    client: Any
+
+    def containers(self) -> list[Any]:
+        return list(
+            self.client.containers.list(
+                filters={"label": [LABEL_WORKER, f"{LABEL_CONTROLLER}={self.controller.id}"]}
+            )
+        )
+
+
+@asynccontextmanager
+async def docker_cluster(
+    nc: NATS, client: Any, controller_id: str, **launcher_options: Any
+) -> AsyncIterator[DockerCluster]:
+    settings = controller_settings(controller_id=controller_id)
+    launcher = DockerLauncher(
+        controller_id=controller_id,
+        client=client,
+        volumes=SOURCE,
+        stop_grace=5,
+        **launcher_options,
+    )
+    async with launcher:
+        controller = Controller(nc, launcher, settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(controller.run)
+            yield DockerCluster(nc, controller, launcher, client)
+            tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def controller_id(docker_client: Any) -> Iterator[str]:
+    cid = "test-" + uuid.uuid4().hex[:8]
+    yield cid
+    for c in docker_client.containers.list(
+        all=True, filters={"label": f"{LABEL_CONTROLLER}={cid}"}
+    ):
+        try:
+            c.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture
+async def dcluster(
+    nats_server: EmbeddedNats,
+    nc: NATS,
+    docker_client: Any,
+    controller_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[DockerCluster]:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    async with docker_cluster(nc, docker_client, controller_id) as cluster:
+        await deploy_file(nc, FNS)
+        yield cluster

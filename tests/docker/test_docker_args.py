@@ -1,0 +1,81 @@
+"""What DockerLauncher asks the engine for (no engine needed): image, env, labels, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from controller.docker_launcher import DockerLauncher
+from controller.launcher import LaunchRequest
+from runtime.spec import FunctionSpec
+
+from .conftest import NO_SDK, docker
+
+needs_sdk = pytest.mark.skipif(docker is None, reason=NO_SDK)  # for DeviceRequest
+
+
+@contextmanager
+def made(**options: Any) -> Iterator[DockerLauncher]:
+    """A launcher never entered (no engine): its exit streams are closed after use."""
+    launcher = DockerLauncher(**options)
+    try:
+        yield launcher
+    finally:
+        launcher.exits.close()
+        launcher._send.close()
+
+
+def request(name: str = "embed", **env: str) -> LaunchRequest:
+    return LaunchRequest(name, "w1", "v1", {"SHOAL_NATS_URL": "nats://nats:4222", **env})
+
+
+def test_handler_container_on_the_host_network() -> None:
+    with made(controller_id="c1") as launcher:
+        args = launcher.run_kwargs(request(SHOAL_PARENT_PID="7"))
+    assert args["image"] == "shoal-handler"
+    assert args["network_mode"] == "host"
+    assert args["labels"] == {
+        "shoal.worker-id": "w1",
+        "shoal.function": "embed",
+        "shoal.controller": "c1",
+        "shoal.kind": "function",
+        "shoal.version": "v1",
+    }
+    env = args["environment"]
+    assert env["SHOAL_FUNCTION"] == "embed" and env["SHOAL_WORKER_ID"] == "w1"
+    assert env["SHOAL_NATS_URL"] == "nats://nats:4222"
+    assert "SHOAL_PARENT_PID" not in env
+    assert "device_requests" not in args and "mem_limit" not in args
+
+
+@needs_sdk
+def test_executor_image_gpus_and_memory_from_the_spec() -> None:
+    spec = FunctionSpec(name="minilm", kind="executor", gpu=1, memory_mb=1024)
+    with made(controller_id="c1", network="shoal-net", spec_of={"minilm": spec}.get) as launcher:
+        args = launcher.run_kwargs(request("minilm"))
+    assert args["image"] == "shoal-executor"
+    assert args["network"] == "shoal-net" and "network_mode" not in args
+    assert args["mem_limit"] == f"{1024 + launcher.memory_headroom_mb}m"
+    [gpus] = args["device_requests"]
+    assert gpus["Count"] == 1 and gpus["Capabilities"] == [["gpu"]]
+
+
+@needs_sdk
+def test_request_env_overrides() -> None:
+    with made(controller_id="c1", images={"executor": "my/exec:1"}) as launcher:
+        args = launcher.run_kwargs(
+            request(
+                SHOAL_KIND="executor",
+                SHOAL_GPUS="2",
+                SHOAL_MEMORY_MB="300",
+                SHOAL_NANO_CPUS="500000000",
+            )
+        )
+        custom = launcher.run_kwargs(request(SHOAL_IMAGE="custom:tag"))["image"]
+    assert args["image"] == "my/exec:1"
+    assert args["mem_limit"] == "300m" and args["nano_cpus"] == 500_000_000
+    assert args["device_requests"][0]["Count"] == 2
+    assert custom == "custom:tag"

@@ -1,0 +1,87 @@
+"""DockerLauncher against a real engine: workers are shoal-handler containers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from nats.aio.client import Client as NATS
+
+from controller import deploy_file
+from controller.docker_launcher import LABEL_CONTROLLER, LABEL_FUNCTION, LABEL_WORKER
+from runtime import Client
+from tests.conftest import wait_workers
+
+from .conftest import FNS, DockerCluster, docker_cluster
+
+pytestmark = pytest.mark.anyio
+
+
+async def until(predicate: Any, timeout: float = 20.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 (the launcher's state, from outside)
+            await anyio.sleep(0.05)
+
+
+async def test_serves_from_a_container_and_reuses_it(dcluster: DockerCluster) -> None:
+    client = Client(dcluster.nc)
+    first = await client.call("whoami", {"n": 1}, timeout=60)
+    assert first["echo"] == {"n": 1}
+    assert first["in_container"] is True
+    wid = first["worker"]
+    assert dcluster.launcher.running() == {wid}
+    [container] = dcluster.containers()
+    assert container.labels[LABEL_WORKER] == wid
+    assert container.labels[LABEL_FUNCTION] == "whoami"
+    assert container.labels[LABEL_CONTROLLER] == dcluster.controller.id
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert env["SHOAL_FUNCTION"] == "whoami" and env["SHOAL_WORKER_ID"] == wid
+    assert "SHOAL_PARENT_PID" not in env  # a container outlives no process of ours
+    for n in range(2, 5):  # warm: the same container answers
+        assert (await client.call("whoami", {"n": n}, timeout=10))["worker"] == wid
+    assert len(dcluster.containers()) == 1
+
+
+async def test_reaps_idle_container(dcluster: DockerCluster) -> None:
+    assert await Client(dcluster.nc).call("brief", {"x": 1}, timeout=60) == {"x": 1}
+    assert len(dcluster.launcher.running()) == 1
+    await until(lambda: not dcluster.launcher.running())  # drained, exited, reported
+    await until(lambda: dcluster.containers() == [], timeout=10)  # auto-removed
+
+
+async def test_replaces_a_container_that_dies(dcluster: DockerCluster) -> None:
+    nc = dcluster.nc
+    await deploy_file(nc, FNS.with_name("fns_steady.py"))
+    entries = await wait_workers(nc, "steady", lambda e: len(e) == 1, timeout=60)
+    [old] = [e["id"] for e in entries.values()]
+    dcluster.client.containers.get(dcluster.launcher.container_id(old)).kill()
+    await until(lambda: old not in dcluster.launcher.running())
+    entries = await wait_workers(
+        nc, "steady", lambda e: len(e) == 1 and old not in {w["id"] for w in e.values()}, 60
+    )
+    [new] = [e["id"] for e in entries.values()]
+    assert await Client(nc).call("steady", {}, timeout=10) == new
+
+
+async def test_restarted_controller_adopts_its_containers(
+    nats_server: Any, nc: NATS, docker_client: Any, controller_id: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    async with docker_cluster(nc, docker_client, controller_id, stop_on_exit=False) as cluster:
+        await deploy_file(nc, FNS)
+        wid = (await Client(nc).call("whoami", {}, timeout=60))["worker"]
+        [container] = cluster.containers()
+    # The controller is gone; its worker keeps running.
+    container.reload()
+    assert container.status == "running"
+    async with docker_cluster(nc, docker_client, controller_id) as cluster:
+        assert cluster.launcher.adopted == {wid}
+        assert cluster.launcher.running() == {wid}
+        for _ in range(3):
+            assert (await Client(nc).call("whoami", {}, timeout=10))["worker"] == wid
+        await anyio.sleep(1.0)  # a few reconcile passes: nothing duplicated
+        assert [c.id for c in cluster.containers()] == [container.id]
+        # An adopted worker's exit is reported like any other.
+        docker_client.api.kill(container.id)
+        await until(lambda: not cluster.launcher.running())
