@@ -15,7 +15,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 
 from . import codec, protocol
 from .codec import Encoding
-from .errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
+from .errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
 from .nats_util import connect, kv
 from .results import Result, ResultStore
 
@@ -76,11 +76,7 @@ class Client:
             raise WorkerUnavailable(
                 f"no answer from {function!r} within {timeout:g}s", request_id=request_id
             ) from None
-        rh = reply.headers or {}
-        value, _ = codec.decode(reply.data, rh.get(protocol.CONTENT_TYPE))
-        if rh.get(protocol.STATUS) == "error":
-            raise ShoalError.from_wire(value["error"])
-        return value
+        return codec.decode_answer(reply.data, reply.headers)
 
     async def publish(
         self,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgpack
 
 from . import protocol
-from .errors import InvalidPayload, ResultNotSerializable
+from .errors import InvalidPayload, ResultNotSerializable, ShoalError
 
 Encoding = Literal["json", "msgpack"]
 
@@ -130,3 +130,12 @@ def encoding_of(content_type: str | None) -> Encoding:
     if content_type and _TYPES.get(content_type.split(";", 1)[0].strip().lower()) == "msgpack":
         return "msgpack"
     return "json"
+
+
+def decode_answer(data: bytes, headers: dict[str, str] | None) -> Any:
+    """An answer's value; raises the typed error when its ``Shoal-Status`` is ``error``."""
+    headers = headers or {}
+    value, _ = decode(data, headers.get(protocol.CONTENT_TYPE))
+    if headers.get(protocol.STATUS) == "error":
+        raise ShoalError.from_wire(value["error"])
+    return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import inspect
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from . import codec, protocol
 from .batching import Batcher
 from .decorator import Definition
 from .errors import ExecutorUnavailable, ShoalError
+from .invoker import run_hook
 from .spec import FunctionSpec
 
 log = logging.getLogger("shoal.executors")
@@ -47,11 +47,7 @@ class RemoteExecutor:
             raise ExecutorUnavailable(
                 f"executor {self.spec.name!r} did not answer within {self.spec.timeout:g}s"
             ) from None
-        headers = reply.headers or {}
-        value, _ = codec.decode(reply.data, headers.get(protocol.CONTENT_TYPE))
-        if headers.get(protocol.STATUS) == "error":
-            raise ShoalError.from_wire(value["error"])
-        return value
+        return codec.decode_answer(reply.data, reply.headers)
 
 
 class LocalExecutor:
@@ -105,10 +101,7 @@ async def start_executor(definition: Definition) -> Batcher:
     instance.engine = spec.engine
     setup = getattr(instance, "setup", None)
     if setup is not None:
-        if inspect.iscoroutinefunction(setup):
-            await setup()
-        else:
-            await anyio.to_thread.run_sync(setup)
+        await run_hook(setup)
     # The executor may have settled on another device than offered (engine_device).
     device = getattr(instance, "engine_device", instance.device)
     log.info("executor %s ready on %s (%s)", spec.name, device, spec.engine)

@@ -17,6 +17,14 @@ from .errors import FunctionError, FunctionTimeout, ShoalError
 log = logging.getLogger("shoal.invoker")
 
 
+async def run_hook(hook: Any) -> None:
+    """Run a lifecycle method (setup, teardown): awaited if async, in a thread if not."""
+    if inspect.iscoroutinefunction(hook):
+        await hook()
+    else:
+        await anyio.to_thread.run_sync(hook)
+
+
 class Invoker:
     """Holds a started handler; ``await invoke(event, ctx)`` returns its result or raises."""
 
@@ -35,10 +43,7 @@ class Invoker:
             instance = d.target()
             setup = getattr(instance, "setup", None)
             if setup is not None:
-                if inspect.iscoroutinefunction(setup):
-                    await setup()
-                else:
-                    await anyio.to_thread.run_sync(setup)
+                await run_hook(setup)
             self._handler = instance
             self._is_async = inspect.iscoroutinefunction(type(instance).__call__)
         else:
@@ -49,10 +54,7 @@ class Invoker:
         teardown = getattr(self._handler, "teardown", None) if self.definition.is_class else None
         if teardown is not None:
             try:
-                if inspect.iscoroutinefunction(teardown):
-                    await teardown()
-                else:
-                    await anyio.to_thread.run_sync(teardown)
+                await run_hook(teardown)
             except Exception:
                 log.exception("teardown of %s failed", self.spec.name)
 
