@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from runtime import codec, protocol
-from runtime.errors import ExecutorUnavailable, ShoalError, WorkerUnavailable
+from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError, WorkerUnavailable
 from runtime.spec import FunctionSpec
 
 log = logging.getLogger("shoal.cold")
@@ -87,6 +87,13 @@ class ColdPath:
         headers = dict(msg.headers or {})
         if msg.reply:
             headers[protocol.REPLY_TO] = msg.reply
+        size = len(msg.data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 64
+        if size > self.nc.max_payload:
+            # The server would drop the connection over it: refuse this one request instead.
+            await self._refuse(
+                msg, PayloadTooLarge(f"the request is too large to queue ({size} bytes)")
+            )
+            return
         try:
             js = self.nc.jetstream()
             await js.publish(protocol.event_subject(self.spec.name), msg.data, headers=headers)

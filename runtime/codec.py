@@ -60,6 +60,7 @@ def _decode_as(data: bytes, enc: Encoding) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
     except (
         ValueError,
+        TypeError,  # e.g. a msgpack map keyed by an array
         RecursionError,
         msgpack.ExtraData,
         msgpack.FormatError,
@@ -139,3 +140,8 @@ def decode_answer(data: bytes, headers: dict[str, str] | None) -> Any:
     if headers.get(protocol.STATUS) == "error":
         raise ShoalError.from_wire(value["error"])
     return value
+
+
+def unpack(data: bytes) -> Any:
+    """msgpack with Shoal's numpy extension, for Shoal's own stored records."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)

@@ -58,7 +58,9 @@ async def dead_letter(
 ) -> None:
     """Store a failed event in the dead-letter stream (waits for JetStream's ack)."""
     await ensure_stream(js)
-    h = {k: v for k, v in (headers or {}).items() if k != "Nats-Msg-Id"}
+    # JetStream's own headers (Nats-Msg-Id, Nats-Expected-Stream...) would make this publish
+    # a conditional one, or a duplicate: the dead letter keeps them under another name.
+    h = {(f"Shoal-Orig-{k}" if k.startswith("Nats-") else k): v for k, v in (headers or {}).items()}
     msg_id = (headers or {}).get("Nats-Msg-Id")
     if msg_id:
         # Keep the caller's id for look-ups and re-drives, not as a de-duplication key here.
@@ -126,6 +128,11 @@ async def redrive(js: JetStreamContext, letter: DeadLetter) -> None:
     """Publish a dead letter's event again to its original subject, then drop the letter."""
     ours = {REASON, FUNCTION, SUBJECT, DELIVERIES, ERROR}
     headers = {k: v for k, v in letter.headers.items() if k not in ours}
+    headers = {  # JetStream's headers, kept aside by dead_letter, except the old msg id
+        k.removeprefix("Shoal-Orig-"): v
+        for k, v in headers.items()
+        if k != "Shoal-Orig-Nats-Msg-Id"
+    }
     headers["Shoal-Redrive"] = str(int(headers.get("Shoal-Redrive", "0")) + 1)
     await js.publish(letter.subject, letter.data, headers=headers)
     await js.delete_msg(STREAM, letter.seq)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+MAX_MESSAGE = 4096  # characters of an error message sent on the wire
+
 
 class ShoalError(Exception):
     """Root of every error Shoal raises or sends back to a caller."""
@@ -18,10 +20,13 @@ class ShoalError(Exception):
         self.request_id = request_id
 
     def to_wire(self) -> dict[str, Any]:
+        message = self.message
+        if len(message) > MAX_MESSAGE:  # an error must always fit in its answer
+            message = message[:MAX_MESSAGE] + f"... ({len(self.message)} characters)"
         return {
             "type": type(self).__name__,
             "code": self.code,
-            "message": self.message,
+            "message": message,
             "request_id": self.request_id,
         }
 
@@ -106,6 +111,12 @@ class DeliveryExhausted(ShoalError):
     code = "delivery_exhausted"
 
 
+class PayloadTooLarge(ShoalError):
+    """A message (a request, an answer, a result) exceeds NATS's maximum payload."""
+
+    code = "payload_too_large"
+
+
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
@@ -122,5 +133,6 @@ _BY_CODE: dict[str, type[ShoalError]] = {
         ExecutorUnavailable,
         Cancelled,
         DeliveryExhausted,
+        PayloadTooLarge,
     )
 }

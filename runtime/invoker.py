@@ -80,6 +80,15 @@ class Invoker:
         except ShoalError as e:
             e.request_id = e.request_id or ctx.request_id
             raise
-        except Exception as e:
-            log.warning("%s raised on %s: %r", self.spec.name, ctx.request_id, e)
-            raise FunctionError(f"{type(e).__name__}: {e}", request_id=ctx.request_id) from e
+        except (Exception, SystemExit) as e:  # SystemExit too: a handler cannot end its worker
+            text = _describe(e)
+            log.warning("%s raised on %s: %s", self.spec.name, ctx.request_id, text)
+            raise FunctionError(text, request_id=ctx.request_id) from e
+
+
+def _describe(e: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        return f"{type(e).__name__}: {e}"
+    except Exception:
+        return f"{type(e).__name__}: <its message could not be printed>"

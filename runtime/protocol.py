@@ -84,4 +84,9 @@ def reply_allowed(subject: str) -> bool:
     Workers publish answers with their own permissions, so a reply subject chosen by a
     client must not let it write where it may not (results, heartbeats, acks, dead letters).
     """
-    return bool(subject) and not subject.startswith(("$", "shoal.", f"{EVENT_PREFIX}."))
+    return (
+        0 < len(subject) <= 1024
+        and not any(c.isspace() for c in subject)
+        and "" not in subject.split(".")
+        and not subject.startswith(("$", "shoal.", f"{EVENT_PREFIX}."))
+    )

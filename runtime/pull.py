@@ -117,8 +117,11 @@ class Puller:
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
-        status = msg.headers.get(_STATUS) if msg.headers else None
-        if status is None:
+        # An event always has an ack subject; a status message never does (an event may
+        # carry a header named Status of its own).
+        is_event = msg.reply.startswith("$JS.ACK.")
+        status = None if is_event else (msg.headers or {}).get(_STATUS)
+        if is_event:
             self._outstanding = max(0, self._outstanding - 1)
             self._deliver(msg)
             self._wake()

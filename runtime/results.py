@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import msgpack
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from . import protocol
+from . import codec, protocol
 from .codec import Encoding
-from .errors import ShoalError
+from .errors import PayloadTooLarge, ShoalError
 
 
 @dataclass(frozen=True)
@@ -28,11 +27,18 @@ class Result:
     finished_at: float
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb(asdict(self), use_bin_type=True)  # type: ignore[no-any-return]
+        """msgpack, numpy arrays included; a value msgpack cannot carry is stored as the
+        typed error saying so, so that every request id still has its outcome."""
+        try:
+            return codec.encode(asdict(self), "msgpack")
+        except ShoalError as e:
+            e.request_id = self.request_id
+            failed = replace(self, ok=False, value=e.to_wire())
+            return codec.encode(asdict(failed), "msgpack")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Result:
-        d = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        d = codec.unpack(data)
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
     @property
@@ -57,14 +63,23 @@ class ResultStore:
         self._nc = nc
         self._kv = bucket
 
+    def _encode(self, result: Result) -> bytes:
+        data = result.to_bytes()
+        if len(data) + 1024 > self._nc.max_payload:
+            err = PayloadTooLarge(
+                f"the result is {len(data)} bytes, too large to store", request_id=result.request_id
+            )
+            data = replace(result, ok=False, value=err.to_wire()).to_bytes()
+        return data
+
     async def put(self, result: Result) -> None:
         """Store and wait for JetStream's acknowledgement."""
-        await self._kv.put(protocol.result_key(result.request_id), result.to_bytes())
+        await self._kv.put(protocol.result_key(result.request_id), self._encode(result))
 
     async def put_nowait(self, result: Result) -> None:
         """Store without waiting for the acknowledgement (request/reply path, answer sent)."""
         subject = f"$KV.{protocol.RESULTS_BUCKET}.{protocol.result_key(result.request_id)}"
-        await self._nc.publish(subject, result.to_bytes())
+        await self._nc.publish(subject, self._encode(result))
 
     async def get(self, request_id: str) -> Result | None:
         try:

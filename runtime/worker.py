@@ -27,7 +27,7 @@ from . import codec, protocol
 from .context import Context
 from .deadletter import dead_letter
 from .decorator import Definition, definition_of
-from .errors import Cancelled, DeployError, ShoalError
+from .errors import Cancelled, DeployError, PayloadTooLarge, ShoalError
 from .executor_worker import ExecutorWorker
 from .executors import LocalExecutor, RemoteExecutor, start_executor
 from .invoker import Invoker
@@ -40,6 +40,7 @@ from .spec import FunctionSpec
 
 log = logging.getLogger("shoal.worker")
 
+HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
 RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
 STARTUP_PATIENCE = 60.0  # seconds a starting worker waits for NATS before giving up
 RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
@@ -192,6 +193,13 @@ class Worker(Serving):
             if scope.cancelled_caught:
                 raise Cancelled(f"{request_id} was cancelled", request_id=request_id)
             body = codec.encode(value, enc)
+            if len(body) + HEADROOM > self.nc.max_payload:
+                raise PayloadTooLarge(
+                    f"the answer is {len(body)} bytes, more than NATS carries "
+                    f"({self.nc.max_payload}): return less, or put large data in storage/ "
+                    "and return its reference",
+                    request_id=request_id,
+                )
             return make_result(request_id, self.spec.name, True, value, enc), body, False
         except ShoalError as e:
             e.request_id = request_id
@@ -200,6 +208,13 @@ class Worker(Serving):
             return make_result(request_id, self.spec.name, False, wire, enc), body, e.retryable
 
     async def _reply(self, subject: str, result: Result, body: bytes) -> None:
+        """Send an answer; a failure here is logged, never allowed to block storing or acking."""
+        try:
+            await self._publish_answer(subject, result, body)
+        except Exception as e:
+            log.warning("answer to %r for %s not sent: %r", subject, result.request_id, e)
+
+    async def _publish_answer(self, subject: str, result: Result, body: bytes) -> None:
         await self.nc.publish(
             subject,
             body,
@@ -209,6 +224,13 @@ class Worker(Serving):
                 protocol.CONTENT_TYPE: codec.CONTENT_TYPES[result.encoding],
             },
         )
+
+    async def _dead_letter(self, **letter: Any) -> None:
+        # Best effort: the answer and the stored result matter more than the copy kept here.
+        try:
+            await dead_letter(self.nc.jetstream(), **letter)
+        except Exception as e:
+            log.warning("dead-lettering %s failed: %r", letter.get("original_subject"), e)
 
     async def _handle_call(self, msg: Msg) -> None:
         await self.slots.acquire()
@@ -270,8 +292,7 @@ class Worker(Serving):
                     await msg.nak(delay=delay)
                     return
                 if code != Cancelled.code:
-                    await dead_letter(
-                        self.nc.jetstream(),
+                    await self._dead_letter(
                         function=self.spec.name,
                         original_subject=msg.subject,
                         data=msg.data,
