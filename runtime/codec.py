@@ -142,6 +142,23 @@ def decode_answer(data: bytes, headers: dict[str, str] | None) -> Any:
     return value
 
 
+def pack(value: Any) -> bytes:
+    """msgpack for Shoal's own stored records: numpy arrays, and any str a handler may return
+    (lone surrogates from JSON escapes included, kept as they are)."""
+    try:
+        return msgpack.packb(  # type: ignore[no-any-return]
+            value, use_bin_type=True, default=_msgpack_default, unicode_errors="surrogatepass"
+        )
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ResultNotSerializable(f"result cannot be stored: {e}") from None
+
+
 def unpack(data: bytes) -> Any:
-    """msgpack with Shoal's numpy extension, for Shoal's own stored records."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
+    """The inverse of :func:`pack`."""
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_ext_hook,
+        unicode_errors="surrogatepass",
+    )

@@ -30,11 +30,11 @@ class Result:
         """msgpack, numpy arrays included; a value msgpack cannot carry is stored as the
         typed error saying so, so that every request id still has its outcome."""
         try:
-            return codec.encode(asdict(self), "msgpack")
+            return codec.pack(asdict(self))
         except ShoalError as e:
             e.request_id = self.request_id
             failed = replace(self, ok=False, value=e.to_wire())
-            return codec.encode(asdict(failed), "msgpack")
+            return codec.pack(asdict(failed))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Result:
