@@ -174,7 +174,7 @@ async def _up(args: argparse.Namespace) -> None:
                     if f.name.startswith("_"):
                         continue
                     for spec in await deploy_file(nc, f):
-                        print(f"deployed {spec.name:<12} on {', '.join(spec.event_subjects)}")
+                        print(f"deployed {spec.name:<12} {_where(spec)}")
                 await _demo(nc)
                 if args.once:
                     tg.cancel_scope.cancel()
@@ -223,6 +223,12 @@ async def _controller(args: argparse.Namespace) -> None:
             await nc.drain()
 
 
+def _where(spec: FunctionSpec) -> str:
+    if spec.kind == "executor":
+        return f"executor ({spec.engine}, max_batch {spec.max_batch})"
+    return "on " + ", ".join(spec.event_subjects)
+
+
 def _parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -246,8 +252,7 @@ async def _deploy(args: argparse.Namespace) -> None:
         for f in args.files:
             for spec in await deploy_file(nc, f, fuse=args.fuse, overrides=overrides):
                 deployed.add(spec.name)
-                subjects = ", ".join(spec.event_subjects)
-                print(f"deployed {spec.name} (version {spec.version}) on {subjects}")
+                print(f"deployed {spec.name} (version {spec.version}) {_where(spec)}")
     finally:
         await nc.drain()
     unknown = set(overrides) - deployed
