@@ -25,7 +25,7 @@ from runtime.spec import FunctionSpec
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
 from .embedded import EmbeddedNats
-from .launcher import ProcessLauncher
+from .launcher import Launcher, ProcessLauncher
 
 log = logging.getLogger("shoal")
 
@@ -204,16 +204,24 @@ async def _demo(nc: NATS) -> None:
 
 
 async def _controller(args: argparse.Namespace) -> None:
+    settings = ControllerSettings.from_env()
+    controller: Controller | None = None
+    launcher: Launcher
     if args.launcher == "docker":
-        from .docker_launcher import _main as run_with_containers
+        from .docker_launcher import from_env
 
-        await run_with_containers()
-        return
+        def spec_of(name: str) -> FunctionSpec | None:
+            return controller.functions.items().get(name) if controller is not None else None
+
+        launcher = from_env(settings.controller_id, spec_of)
+    else:
+        launcher = ProcessLauncher(code_dir=(args.data / "code").resolve())
     nc = await connect(name="shoal-controller")
     try:
-        async with ProcessLauncher(code_dir=(args.data / "code").resolve()) as launcher:
+        async with launcher:
+            controller = Controller(nc, launcher, settings)
             async with anyio.create_task_group() as tg:
-                await tg.start(Controller(nc, launcher, ControllerSettings.from_env()).run)
+                await tg.start(controller.run)
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         break

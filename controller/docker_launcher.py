@@ -405,17 +405,15 @@ def _close_quietly(stream: Any) -> None:
         log.debug("closing the docker event stream: %s", e)
 
 
-# -- controller.docker_launcher.main(): a controller whose workers are containers --
+# -- a DockerLauncher configured from the environment (shoal controller --launcher docker) --
 
 
-async def _main() -> None:
-    import signal
-
-    from runtime.nats_util import connect
-
-    from .controller import Controller, ControllerSettings
-
-    settings = ControllerSettings.from_env()
+def from_env(controller_id: str, spec_of: Callable[[str], FunctionSpec | None]) -> DockerLauncher:
+    """A launcher configured from ``SHOAL_DOCKER_NETWORK`` (default ``host``),
+    ``SHOAL_DOCKER_ADOPT`` (mine/all/none), ``SHOAL_DOCKER_STOP_ON_EXIT`` (1/0),
+    ``SHOAL_DOCKER_VOLUMES`` ("volume-or-host-path:/container/path[:ro],..."),
+    ``SHOAL_HANDLER_IMAGE`` and ``SHOAL_EXECUTOR_IMAGE``. Keep ``SHOAL_CONTROLLER_ID`` stable
+    so a restarted controller adopts its containers."""
     env = os.environ
     images = {
         k: v
@@ -431,57 +429,28 @@ async def _main() -> None:
         for k, v in env.items()
         if k.startswith(("SHOAL_S3_", "SHOAL_LOG_", "SHOAL_HEARTBEAT", "SHOAL_RESULTS_"))
     }
-    holder: dict[str, Controller] = {}
-
-    def spec_of(name: str) -> FunctionSpec | None:
-        c = holder.get("c")
-        return c.functions.items().get(name) if c is not None else None
-
-    # SHOAL_DOCKER_VOLUMES: "volume-or-host-path:/container/path[:ro],..." for every worker.
     volumes: dict[str, dict[str, str]] = {}
     for item in filter(None, env.get("SHOAL_DOCKER_VOLUMES", "").split(",")):
         source, _, rest = item.strip().partition(":")
         target, _, mode = rest.partition(":")
         volumes[source] = {"bind": target, "mode": mode or "rw"}
     adopt = env.get("SHOAL_DOCKER_ADOPT", "mine")
-    assert adopt in ("mine", "all", "none"), "SHOAL_DOCKER_ADOPT: mine, all or none"
-    nc = await connect(name="shoal-controller")
-    try:
-        async with DockerLauncher(
-            controller_id=settings.controller_id,
-            images=images,
-            network=env.get("SHOAL_DOCKER_NETWORK", "host"),
-            spec_of=spec_of,
-            adopt=adopt,  # type: ignore[arg-type]
-            stop_on_exit=env.get("SHOAL_DOCKER_STOP_ON_EXIT", "1") != "0",
-            env=passed,
-            volumes=volumes,
-        ) as launcher:
-            controller = Controller(nc, launcher, settings)
-            holder["c"] = controller
-            async with anyio.create_task_group() as tg:
-                await tg.start(controller.run)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        break
-                tg.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await nc.drain()
+    if adopt not in ("mine", "all", "none"):
+        raise ValueError(f"SHOAL_DOCKER_ADOPT must be mine, all or none, not {adopt!r}")
+    return DockerLauncher(
+        controller_id=controller_id,
+        images=images,
+        network=env.get("SHOAL_DOCKER_NETWORK", "host"),
+        spec_of=spec_of,
+        adopt=adopt,  # type: ignore[arg-type]
+        stop_on_exit=env.get("SHOAL_DOCKER_STOP_ON_EXIT", "1") != "0",
+        env=passed,
+        volumes=volumes,
+    )
 
 
 def main() -> None:
-    """Run a controller whose workers are containers, configured from the environment:
-    ``SHOAL_NATS_URL``, ``SHOAL_CONTROLLER_ID`` (keep it stable so a restart adopts),
-    ``SHOAL_DOCKER_NETWORK`` (default ``host``), ``SHOAL_DOCKER_ADOPT`` (mine/all/none),
-    ``SHOAL_DOCKER_STOP_ON_EXIT`` (1/0), ``SHOAL_DOCKER_VOLUMES``, ``SHOAL_HANDLER_IMAGE``,
-    ``SHOAL_EXECUTOR_IMAGE``."""
-    logging.basicConfig(
-        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    anyio.run(_main)
+    """A controller whose workers are containers: ``shoal controller --launcher docker``."""
+    from .cli import main as cli
 
-
-if __name__ == "__main__":
-    main()
+    cli(["controller", "--launcher", "docker"])
