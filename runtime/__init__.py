@@ -16,13 +16,18 @@ from .errors import (
     FunctionError,
     FunctionNotFound,
     FunctionTimeout,
+    IntermediateStoreError,
     InvalidPayload,
+    ModelTooLarge,
+    PartitionLost,
     ResultNotFound,
     ResultNotSerializable,
     ShoalError,
     WorkerUnavailable,
 )
+from .partitioned import Plan, partitioned
 from .results import Result
+from .shard import Shard
 
 __version__ = "0.1.0"
 
@@ -35,12 +40,18 @@ __all__ = [
     "FunctionError",
     "FunctionNotFound",
     "FunctionTimeout",
+    "IntermediateStoreError",
     "InvalidPayload",
+    "ModelTooLarge",
+    "PartitionLost",
+    "Plan",
     "Result",
     "ResultNotFound",
     "ResultNotSerializable",
+    "Shard",
     "ShoalError",
     "WorkerUnavailable",
     "executor",
     "function",
+    "partitioned",
 ]

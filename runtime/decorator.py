@@ -25,6 +25,7 @@ class Definition:
     is_class: bool
     wants_ctx: bool
     executors: tuple[tuple[str, Definition], ...] = ()  # (parameter name, executor) pairs
+    partitioned: bool = False  # a @partitioned model: plan/shard/combine instead of __call__
 
 
 @overload

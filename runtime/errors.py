@@ -117,6 +117,26 @@ class PayloadTooLarge(ShoalError):
     code = "payload_too_large"
 
 
+class ModelTooLarge(ShoalError):
+    """A model, or one partition of it, needs more memory than one worker may hold."""
+
+    code = "model_too_large"
+
+
+class PartitionLost(ShoalError):
+    """A partition of a partitioned model stopped mid-run (its worker died or left)."""
+
+    code = "partition_lost"
+    retryable = True
+
+
+class IntermediateStoreError(ShoalError):
+    """Intermediates could not be written to or read from the object store."""
+
+    code = "intermediate_store_error"
+    retryable = True
+
+
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
@@ -134,5 +154,8 @@ _BY_CODE: dict[str, type[ShoalError]] = {
         Cancelled,
         DeliveryExhausted,
         PayloadTooLarge,
+        ModelTooLarge,
+        PartitionLost,
+        IntermediateStoreError,
     )
 }

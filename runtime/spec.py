@@ -14,6 +14,7 @@ from . import protocol
 from .errors import DefinitionError
 
 ENGINES = ("torch", "onnxruntime", "custom")
+CHANNELS = ("auto", "inline", "object")
 
 _SUBJECT_TOKEN_RE = re.compile(r"^[^\s.*>]+$")
 
@@ -44,6 +45,11 @@ class FunctionSpec:
     max_batch: int = 1
     max_wait_ms: float = 0.0  # how long a batch may wait to fill, from its first item
     latency_target_ms: float | None = None  # if set, batch size adapts to meet it
+    # Partitioned models (partitions > 0): the most workers one request spans, how
+    # intermediates travel, and how much of the model one worker may hold (0: no limit).
+    partitions: int = 0
+    channel: str = "auto"  # "auto" (cost model), "inline" (NATS) or "object" (S3)
+    worker_memory_mb: int = 0
     # Filled in at deploy time.
     module: str = ""
     attr: str = ""
@@ -128,6 +134,16 @@ class FunctionSpec:
             isinstance(b, bool) or not isinstance(b, int | float) or b < 0 for b in self.backoff
         ):
             raise DefinitionError(f"backoff must be seconds >= 0, got {list(self.backoff)!r}")
+        if not isinstance(self.partitions, int) or not 0 <= self.partitions <= 64:
+            raise DefinitionError(f"partitions must be an int in 0..64, got {self.partitions!r}")
+        if self.channel not in CHANNELS:
+            raise DefinitionError(
+                f"channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}"
+            )
+        if not isinstance(self.worker_memory_mb, int) or self.worker_memory_mb < 0:
+            raise DefinitionError(
+                f"worker_memory_mb must be an int >= 0, got {self.worker_memory_mb!r}"
+            )
         if self.kind == "executor":
             if self.engine not in ENGINES:
                 raise DefinitionError(

@@ -33,6 +33,7 @@ from .executors import LocalExecutor, RemoteExecutor, start_executor
 from .invoker import Invoker
 from .loader import import_file, materialize
 from .nats_util import connect, kv
+from .partition_worker import Partitions, start_partitions
 from .pull import Puller, Slots
 from .results import Result, ResultStore, make_result
 from .serving import Serving, WorkerSettings, idle_for
@@ -59,6 +60,7 @@ class Worker(Serving):
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
         self._running: dict[str, anyio.CancelScope] = {}
         self._cancel_watch = anyio.CancelScope()
+        self.partitions: Partitions | None = None  # set for a partitioned model
 
     def load(self) -> dict[str, Any]:
         return {
@@ -361,6 +363,20 @@ async def _serve(
         phases["setup"] = time.perf_counter() - mark
         serving.startup = phases
         return serving
+    if definition.partitioned:
+        partitions = await start_partitions(nc, definition, settings.worker_id, settings.heartbeat)
+        await tg.start(partitions.run)
+        # The coordinator is the function's handler; partitions are served beside it.
+        coordinator = replace(
+            definition, target=partitions.coordinate, is_class=False, wants_ctx=True
+        )
+        invoker = Invoker(coordinator)
+        await invoker.start()
+        serving = Worker(nc, invoker, settings)
+        serving.partitions = partitions
+        phases["setup"] = time.perf_counter() - mark
+        serving.startup = phases
+        return serving
     handles: dict[str, Any] = {}
     for param, ex in definition.executors:
         if definition.spec.fuse:
@@ -399,6 +415,9 @@ async def _main() -> None:
 
             tg.start_soon(on_signals)
             await serving.run()  # type: ignore[attr-defined]
+            partitions = getattr(serving, "partitions", None)
+            if partitions is not None:  # partitions other coordinators handed this worker
+                await partitions.drain(serving.spec.timeout)
             tg.cancel_scope.cancel()
         if isinstance(serving, Worker):
             await serving.invoker.stop()
