@@ -24,8 +24,9 @@ import msgpack
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
-from runtime import protocol
+from runtime import calibration, protocol
 from runtime.nats_util import kv, nats_url
+from runtime.partition_worker import object_store_from_env
 from runtime.spec import FunctionSpec
 
 from .cold import ColdPath
@@ -47,6 +48,7 @@ class ControllerSettings:
     stale_after: float = 3.5  # seconds of silence after which a worker/controller is gone
     spawn_timeout: float = 60.0  # seconds a worker may take to report in before it is killed
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    calibrate: bool = True  # measure the data plane at start, for partitioned models
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ControllerSettings:
@@ -112,6 +114,8 @@ class Controller:
                 tg.start_soon(self._heartbeats, controllers_kv, info)
                 tg.start_soon(self._on_exits, workers_kv)
                 tg.start_soon(self._wake_on_deploys)
+                if self.settings.calibrate:
+                    tg.start_soon(self._calibrate)
                 exhausted = await watch_exhausted(
                     self.nc, self._spec_of_stream, lambda name: self.owner(name) == self.id
                 )
@@ -139,6 +143,14 @@ class Controller:
                 for path in self._cold.values():
                     await _quietly(path.close())
                 await _quietly(controllers_kv.delete(self.id))
+
+    async def _calibrate(self) -> None:
+        """Measure the data plane once and share the fit with every worker (through KV)."""
+        try:
+            model = await calibration.measure(self.nc, object_store_from_env())
+            await calibration.publish(self.nc, model)
+        except Exception as e:
+            log.warning("data plane calibration failed (%s); workers keep defaults", e)
 
     async def _heartbeats(self, bucket: Any, info: bytes) -> None:
         while True:

@@ -370,16 +370,21 @@ class DataPlane:
     async def _measure_object(self, repeats: int) -> Link:
         assert self.store is not None
         samples: list[tuple[int, float]] = []
-        prefix = self.object_prefix("cal-" + uuid.uuid4().hex[:12])
-        for size in (1024, 1 << 20, 4 << 20):
-            body = _noise(size)
-            for i in range(repeats):
-                key = f"{prefix}{size}_{i}"
-                start = time.perf_counter()
-                ref = await self.store.put_bytes(key, body)
-                await self.store.get_bytes(ref)
-                samples.append((size, time.perf_counter() - start))
-                await self.store.delete(key)
+        run = "cal-" + uuid.uuid4().hex[:12]
+        prefix = self.object_prefix(run)
+        try:
+            for size in (1024, 1 << 20, 4 << 20):
+                body = _noise(size)
+                for i in range(repeats):
+                    key = f"{prefix}{size}_{i}"
+                    start = time.perf_counter()
+                    ref = await self.store.put_bytes(key, body)
+                    await self.store.get_bytes(ref)
+                    samples.append((size, time.perf_counter() - start))
+                    await self.store.delete(key)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.sweep(run)
         return fit(samples)
 
 

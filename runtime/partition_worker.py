@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from . import protocol
+from . import calibration, protocol
 from .context import Context
 from .dataplane import RESULT_STEP, DataPlane, new_run_id
 from .errors import FunctionError, PartitionLost, ShoalError, WorkerUnavailable
@@ -125,10 +125,7 @@ class Partitions:
                 await self.plane.store.ensure_bucket()
             except Exception as e:
                 log.warning("object store not usable for intermediates: %s", e)
-        try:
-            await self.plane.calibrate()
-        except Exception as e:
-            log.warning("data plane calibration failed (%s); using defaults", e)
+        await calibration.follow(self.nc, self.plane)
 
     async def _collect_garbage(self) -> None:
         while True:

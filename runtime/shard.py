@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 
 from .dataplane import DataPlane, Mailbox, Sent
+from .errors import ShoalError
 
 
 class Shard:
@@ -73,13 +74,16 @@ class Shard:
                 )
         peers = [q for q in range(self.count) if q != self.index]
         received: dict[int, Any] = {}
-        async with anyio.create_task_group() as tg:
-            for q in peers:
-                tg.start_soon(self.send, step, q, outgoing.get(q))
-            for q in peers:
-                value = await self.recv(step, q)
-                if value is not None:
-                    received[q] = value
+        try:
+            async with anyio.create_task_group() as tg:
+                for q in peers:
+                    tg.start_soon(self.send, step, q, outgoing.get(q))
+                for q in peers:
+                    value = await self.recv(step, q)
+                    if value is not None:
+                        received[q] = value
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
         return received
 
     def stats(self) -> dict[str, int]:
@@ -101,3 +105,15 @@ class Shard:
             raise ValueError(f"{what} must be a partition in 0..{self.count - 1}, got {peer!r}")
         if peer == self.index:
             raise ValueError(f"partition {self.index} cannot {what} itself")
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error to report from a failed exchange: a Shoal error if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[Any]) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, ShoalError)), leaves[0])

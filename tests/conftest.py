@@ -16,6 +16,9 @@ from nats.aio.client import Client as NATS
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import protocol
 from runtime.nats_util import connect, kv
+from tests.storage.conftest import S3Server, s3_server
+
+__all__ = ["S3Server", "s3_server"]  # the real S3 server fixture, for tests outside storage/
 
 FNS = Path(__file__).parent / "fns"
 FUNCTIONS = Path(__file__).parent.parent / "functions"
@@ -64,6 +67,7 @@ def controller_settings(**overrides: Any) -> ControllerSettings:
         "heartbeat": 0.2,
         "stale_after": 1.5,
         "worker_env": FAST,
+        "calibrate": False,  # the data-plane tests calibrate where they need it
     }
     defaults.update(overrides)
     return ControllerSettings(**defaults)
@@ -124,4 +128,12 @@ async def wait_workers(
     raise AssertionError("unreachable")
 
 
-__all__ = ["FNS", "FUNCTIONS", "Cluster", "controller_settings", "os", "wait_workers", "workers_of"]
+__all__ += [
+    "FNS",
+    "FUNCTIONS",
+    "Cluster",
+    "controller_settings",
+    "os",
+    "wait_workers",
+    "workers_of",
+]
