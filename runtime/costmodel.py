@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SAMPLE = 64 * 1024  # bytes compressed to estimate a payload's ratio and the compressor's speed
+SAMPLE = 8 * 1024  # bytes compressed to estimate a payload's ratio and the compressor's speed
 MIN_COMPRESS = 16 * 1024  # below this, compressing never pays for the bookkeeping
 ZLIB_LEVEL = 1
 DECOMPRESS_SPEEDUP = 4.0  # zlib inflates about this much faster than level 1 deflates

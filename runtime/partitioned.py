@@ -39,6 +39,7 @@ class Plan:
 
     partitions: int
     model_bytes: int = 0  # weights of the whole model; checked against the per-worker budget
+    partition_bytes: int = 0  # the largest partition, when they are uneven (0: an even split)
 
 
 def partitioned(
@@ -160,8 +161,9 @@ def check_plan(spec: FunctionSpec, plan: Any, budget: int) -> Plan:
         raise InvalidPayload(
             f"{spec.name} is served by 1 to {spec.partitions} partitions, not {p!r}"
         )
-    if budget and plan.model_bytes > budget * p:
-        need = math.ceil(plan.model_bytes / budget)
+    largest = max(plan.partition_bytes, math.ceil(plan.model_bytes / p))
+    if budget and largest > budget:
+        need = max(p + 1, math.ceil(plan.model_bytes / budget))
         where = "unpartitioned" if p == 1 else f"in {p} partitions"
         hint = (
             f"use partitions={need} or more"
@@ -169,7 +171,8 @@ def check_plan(spec: FunctionSpec, plan: Any, budget: int) -> Plan:
             else f"deploy with max_partitions >= {need} (now {spec.partitions})"
         )
         raise ModelTooLarge(
-            f"{spec.name}: the model holds {plan.model_bytes / MB:.1f} MB, too much to serve "
-            f"{where} with {budget / MB:.0f} MB per worker (worker_memory_mb): {hint}"
+            f"{spec.name}: the model holds {plan.model_bytes / MB:.1f} MB ({largest / MB:.1f} MB "
+            f"in its largest partition), too much to serve {where} with {budget / MB:.0f} MB "
+            f"per worker (worker_memory_mb): {hint}"
         )
     return plan
