@@ -307,7 +307,10 @@ class DataPlane:
         if self.store is None:
             return 0
         try:
-            return int(await self.store.delete_prefix(self.object_prefix(run)))
+            swept = int(await self.store.delete_prefix(self.object_prefix(run)))
+            if swept:
+                log.info("deleted %d intermediates left by run %s", swept, run)
+            return swept
         except Exception as e:
             log.warning("sweeping intermediates of run %s failed: %s", run, e)
             return 0
