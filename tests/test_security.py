@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from controller import Controller, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client, protocol
 from runtime.nats_util import NatsAuth, NatsRefused, connect, kv
-from tests.conftest import FAST, FUNCTIONS, controller_settings
+from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -350,6 +350,21 @@ async def test_client_role_invokes_functions_end_to_end(roles: tuple[Secured, NA
         assert {u for n, u in users if n.startswith("shoal-worker-")} == {"shoal-worker"}
         assert ("test-controller", "shoal-controller") in users
         assert ("test-client", "shoal-client") in users
+        assert await secured.violations(nc) == []
+    finally:
+        await nc.close()
+
+
+async def test_partitioned_model_runs_under_the_worker_role(roles: tuple[Secured, NATS]) -> None:
+    """Partitions hand-outs, pings, intermediates and peer watches are all in the role."""
+    secured, controller_nc = roles
+    await deploy_file(controller_nc, FNS / "partitioned.py")
+    nc = await secured.connect("client")
+    try:
+        with anyio.fail_after(60):
+            out = await Client(nc).call("allsum", {"partitions": 3, "n": 4, "steps": 2})
+        # arange(4).sum() = 6; one step sums the 3 partitions (x 1+2+3), the next x 3.
+        assert out["sums"] == [6 * 6 * 3.0] * 3
         assert await secured.violations(nc) == []
     finally:
         await nc.close()
