@@ -271,6 +271,8 @@ class DockerLauncher:
         if request.env.get(ENV_KIND):
             return request.env[ENV_KIND]
         spec = self.spec_of(request.function) if self.spec_of else None
+        if spec is not None and spec.partitions:
+            return "executor"  # a partitioned model is a model: numpy, torch, a GPU maybe
         return spec.kind if spec is not None else "function"
 
     def _labels_filter(self) -> list[str]:

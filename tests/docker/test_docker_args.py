@@ -79,3 +79,12 @@ def test_request_env_overrides() -> None:
     assert args["mem_limit"] == "300m" and args["nano_cpus"] == 500_000_000
     assert args["device_requests"][0]["Count"] == 2
     assert custom == "custom:tag"
+
+
+def test_partitioned_models_run_in_the_executor_image() -> None:
+    spec = FunctionSpec(name="radixnet", partitions=8)
+    plain = FunctionSpec(name="echo")
+    specs = {"radixnet": spec, "echo": plain}
+    with made(controller_id="c1", spec_of=specs.get) as launcher:
+        assert launcher.run_kwargs(request("radixnet"))["image"] == "shoal-executor"
+        assert launcher.run_kwargs(request("echo"))["image"] == "shoal-handler"
