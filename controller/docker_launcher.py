@@ -250,8 +250,10 @@ class DockerLauncher:
         if self.volumes:
             kwargs["volumes"] = {k: dict(v) for k, v in self.volumes.items()}
         memory_mb = _int(request.env.get(ENV_MEMORY_MB))
-        if memory_mb is None and spec is not None and spec.memory_mb > 0:
-            memory_mb = spec.memory_mb + self.memory_headroom_mb
+        # An executor's model size, or what a partitioned model lets one worker hold.
+        model_mb = (spec.memory_mb or spec.worker_memory_mb) if spec is not None else 0
+        if memory_mb is None and model_mb > 0:
+            memory_mb = model_mb + self.memory_headroom_mb
         if memory_mb:
             kwargs["mem_limit"] = f"{memory_mb}m"
         nano_cpus = _int(request.env.get(ENV_NANO_CPUS)) or self.nano_cpus

@@ -88,3 +88,10 @@ def test_partitioned_models_run_in_the_executor_image() -> None:
     with made(controller_id="c1", spec_of=specs.get) as launcher:
         assert launcher.run_kwargs(request("radixnet"))["image"] == "shoal-executor"
         assert launcher.run_kwargs(request("echo"))["image"] == "shoal-handler"
+
+
+def test_a_partitioned_models_budget_limits_its_containers() -> None:
+    spec = FunctionSpec(name="radixnet", partitions=8, worker_memory_mb=64)
+    with made(controller_id="c1", spec_of={"radixnet": spec}.get) as launcher:
+        args = launcher.run_kwargs(request("radixnet"))
+        assert args["mem_limit"] == f"{64 + launcher.memory_headroom_mb}m"
