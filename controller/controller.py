@@ -10,6 +10,7 @@ heartbeats), and ownership moves when a controller goes away. Its only state is 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -145,12 +146,15 @@ class Controller:
                 await _quietly(controllers_kv.delete(self.id))
 
     async def _calibrate(self) -> None:
-        """Measure the data plane once and share the fit with every worker (through KV)."""
-        try:
-            model = await calibration.measure(self.nc, object_store_from_env())
-            await calibration.publish(self.nc, model)
-        except Exception as e:
-            log.warning("data plane calibration failed (%s); workers keep defaults", e)
+        """Measure the data plane and share the fit with every worker (through KV): at start,
+        again once the start-up rush (workers spawning) is over, then every half hour."""
+        store = object_store_from_env()
+        for delay in itertools.chain((0.0, 30.0), itertools.repeat(1800.0)):
+            await anyio.sleep(delay)
+            try:
+                await calibration.publish(self.nc, await calibration.measure(self.nc, store))
+            except Exception as e:
+                log.warning("data plane calibration failed (%s); workers keep the last fit", e)
 
     async def _heartbeats(self, bucket: Any, info: bytes) -> None:
         while True:
