@@ -68,7 +68,7 @@ async def follow(nc: NATS, plane: DataPlane) -> None:
                 model = from_wire(entry.value)
                 if plane.store is None:  # this worker cannot use the object channel
                     model = CostModel(inline=model.inline, object=None, calibrated=True)
-                plane.cost = model
+                plane.set_cost(model)
                 log.info("data plane cost model: %s", model.describe())
         except Exception as e:
             log.warning("following the cost model failed (%s); retrying", e)

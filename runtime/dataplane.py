@@ -130,6 +130,12 @@ class DataPlane:
         self._chunks: dict[tuple[str, int, int, int], list[bytes]] = {}
         self._object_failed_at = -OBJECT_RETRY_AFTER
         self._sub: Any = None
+        self.cost_updated = anyio.Event()  # set (and renewed) each time the model changes
+
+    def set_cost(self, model: CostModel) -> None:
+        self.cost = model
+        self.cost_updated.set()
+        self.cost_updated = anyio.Event()
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -348,7 +354,7 @@ class DataPlane:
                 log.warning("object store unusable for intermediates (%s); inline only", e)
                 self._object_failed_at = time.monotonic()
                 obj = self.cost.object
-        self.cost = CostModel(inline=inline, object=obj, calibrated=True)
+        self.set_cost(CostModel(inline=inline, object=obj, calibrated=True))
         log.info("data plane calibrated: %s", self.cost.describe())
         return self.cost
 
