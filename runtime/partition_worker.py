@@ -85,6 +85,7 @@ class Partitions:
         self.plane = plane
         self.heartbeat = heartbeat
         self.peers: dict[str, _Peer] = {}
+        self._peers_changed = anyio.Event()
         self.budget = memory_budget(spec)
         self.runs = 0  # partitions served
         self._inflight = 0
@@ -153,6 +154,8 @@ class Partitions:
                     except Exception:
                         continue
                     self.peers[worker] = _Peer(state, time.monotonic())
+                    self._peers_changed.set()
+                    self._peers_changed = anyio.Event()
             except Exception as e:
                 log.warning("watching %s workers failed (%s); retrying", self.spec.name, e)
                 await anyio.sleep(1)
@@ -312,7 +315,7 @@ class Partitions:
                     live.append(self.worker_id)  # before its first heartbeat is seen
                 if len(live) >= n:
                     return _rendezvous(self.spec.name, live, n)
-                await anyio.sleep(0.1)
+                await self._peers_changed.wait()  # a heartbeat: maybe a new worker
         raise WorkerUnavailable(
             f"{self.spec.name} needs {n} workers for partitions={n} but {len(live)} are "
             f"ready (max_workers={self.spec.max_workers}); retry once the pool is up"
