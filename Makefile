@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench bench-partition clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_invoke.py
+
+bench-partition: $(BIN)/.installed
+	$(BIN)/python bench/bench_partition.py
 
 clean:
 	rm -rf $(VENV) .shoal
