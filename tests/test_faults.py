@@ -203,3 +203,60 @@ async def test_nats_server_restart_mid_load(tmp_path: Path, monkeypatch) -> None
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_s3_stops_mid_run_of_partitioned_requests(
+    nats_server, nc, tmp_path, monkeypatch
+) -> None:
+    """Partitioned requests whose intermediates go through S3, and S3 stops mid-run: each
+    request completes or gets a clear, typed error; none hangs."""
+    from runtime import ShoalError
+    from tests.storage.conftest import _seaweedfs
+    from tests.test_partitioned import use_store
+
+    (tmp_path / "s3").mkdir()
+    gen = _seaweedfs(tmp_path / "s3")
+    s3 = next(gen)
+    use_store(monkeypatch, s3, "faults-s3")
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    outcomes: Counter[str] = Counter()
+    n, lanes = 40, 8
+    started = anyio.Event()
+    async with ProcessLauncher(code_dir=tmp_path / "code", stop_grace=15) as launcher:
+        controller = Controller(nc, launcher, controller_settings())
+        async with anyio.create_task_group() as tg:
+            await tg.start(controller.run)
+            await deploy_file(
+                nc, FNS / "partitioned.py", overrides={"allsum": {"channel": "object"}}
+            )
+            await wait_workers(nc, "allsum", lambda e: len(e) >= 4)
+            client = Client(nc)
+            todo = iter(range(n))
+
+            async def lane() -> None:
+                for i in todo:
+                    request = {"partitions": 3, "n": 64, "steps": 20, "delay": 0.01, "i": i}
+                    try:
+                        with anyio.fail_after(30):  # the function's timeout is 20 s
+                            await client.call("allsum", request, timeout=25)
+                        outcomes["completed"] += 1
+                        started.set()
+                    except ShoalError as e:
+                        outcomes[f"error {type(e).__name__}"] += 1
+                    except TimeoutError:
+                        outcomes["hung"] += 1
+
+            async with anyio.create_task_group() as load:
+                for _ in range(lanes):
+                    load.start_soon(lane)
+                await started.wait()  # requests are completing through S3
+                gen.close()  # SIGKILL the S3 server
+            tg.cancel_scope.cancel()
+    print(f"\n[S3 stopped mid-run] requests {n}: {dict(outcomes)}")
+    assert outcomes["hung"] == 0
+    assert sum(outcomes.values()) == n
+    assert outcomes["completed"] > 0
+    assert set(outcomes) - {"completed"} <= {
+        "error IntermediateStoreError",
+        "error PartitionLost",
+    }, outcomes
