@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
 from runtime import calibration, protocol
-from runtime.nats_util import kv, nats_url
+from runtime.nats_util import NATS_AUTH_VARS, kv, nats_url
 from runtime.partition_worker import object_store_from_env
 from runtime.spec import FunctionSpec
 
@@ -61,8 +61,24 @@ class ControllerSettings:
             key = "SHOAL_" + name.upper()
             if key in env:
                 values[name] = float(env[key])
+        worker_auth = worker_credentials(env)
+        if worker_auth:
+            values["worker_env"] = worker_auth
         values.update(overrides)
         return cls(**values)
+
+
+# NATS credentials: a worker connects with its own (SHOAL_WORKER_NATS_*), not the controller's.
+WORKER_PREFIX = "SHOAL_WORKER_NATS_"
+
+
+def worker_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """``SHOAL_WORKER_NATS_USER`` etc. as the worker's ``SHOAL_NATS_USER`` etc."""
+    return {
+        "SHOAL_NATS_" + k[len(WORKER_PREFIX) :]: v
+        for k, v in env.items()
+        if k.startswith(WORKER_PREFIX) and "SHOAL_NATS_" + k[len(WORKER_PREFIX) :] in NATS_AUTH_VARS
+    }
 
 
 @dataclass

@@ -22,6 +22,8 @@ import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from runtime.nats_util import NATS_AUTH_VARS
+
 log = logging.getLogger("shoal.launcher")
 
 
@@ -92,8 +94,13 @@ class ProcessLauncher:
 
     async def start(self, request: LaunchRequest) -> None:
         assert self._tg is not None, "use 'async with ProcessLauncher(...)'"
+        inherited = dict(os.environ)
+        if any(k in request.env for k in NATS_AUTH_VARS):
+            # The worker has credentials of its own: none of the controller's may leak in.
+            for k in NATS_AUTH_VARS:
+                inherited.pop(k, None)
         env = {
-            **os.environ,
+            **inherited,
             **request.env,
             "SHOAL_FUNCTION": request.function,
             "SHOAL_WORKER_ID": request.worker_id,

@@ -29,6 +29,18 @@ def nats_url() -> str:
     return os.environ.get("SHOAL_NATS_URL", DEFAULT_URL)
 
 
+# The variables that carry a connection's identity (TLS CA aside, which is not a secret).
+NATS_AUTH_VARS = (
+    "SHOAL_NATS_USER",
+    "SHOAL_NATS_PASSWORD",
+    "SHOAL_NATS_PASSWORD_FILE",
+    "SHOAL_NATS_CREDS",
+    "SHOAL_NATS_NKEY_SEED",
+    "SHOAL_NATS_TLS_CERT",
+    "SHOAL_NATS_TLS_KEY",
+)
+
+
 @dataclass(frozen=True)
 class NatsAuth:
     """Credentials and TLS for connecting to NATS; ``from_env`` reads ``SHOAL_NATS_*``.

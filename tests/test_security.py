@@ -23,7 +23,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from controller import Controller, EmbeddedNats, ProcessLauncher, deploy_file
+from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client, protocol
 from runtime.nats_util import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
@@ -211,15 +211,19 @@ async def roles(
     monkeypatch.setenv("SHOAL_NATS_PASSWORD", secured.passwords["controller"])
     if secured.tls:
         monkeypatch.setenv("SHOAL_NATS_TLS_CA", str(secured.tls.ca))
-    worker_env = {
-        **FAST,
+    # The workers' own credentials, as an operator gives them: SHOAL_WORKER_NATS_*.
+    monkeypatch.setenv("SHOAL_WORKER_NATS_USER", "shoal-worker")
+    monkeypatch.setenv("SHOAL_WORKER_NATS_PASSWORD", secured.passwords["worker"])
+    settings = ControllerSettings.from_env()
+    assert settings.worker_env == {
         "SHOAL_NATS_USER": "shoal-worker",
         "SHOAL_NATS_PASSWORD": secured.passwords["worker"],
     }
+    fast = controller_settings(worker_env={**FAST, **settings.worker_env})
     nc = await connect(name="test-controller")
     try:
         async with ProcessLauncher(code_dir=tmp_path / "code", stop_grace=15) as launcher:
-            controller = Controller(nc, launcher, controller_settings(worker_env=worker_env))
+            controller = Controller(nc, launcher, fast)
             async with anyio.create_task_group() as tg:
                 await tg.start(controller.run)
                 yield secured, nc
