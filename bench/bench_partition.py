@@ -134,7 +134,7 @@ async def bench_sweep(link: Link, quick: bool) -> None:
     for size in sizes:
         payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
         value = {"mode": "ack", "x": payload}
-        reps = 3 if size >= 16 << 20 else 9 if size >= 1 << 20 else 45
+        reps = 5 if size >= 16 << 20 else 15 if size >= 1 << 20 else 101
         times: dict[str, list[float]] = {"inline": [], "object": [], "auto": []}
         order = list(times)
         for rep in range(reps):  # interleaved, in turns, so drift hits every channel alike
