@@ -22,6 +22,7 @@ fi
 
 command -v debootstrap >/dev/null || { echo "debootstrap is needed (apt-get install debootstrap)" >&2; exit 1; }
 
+t0=$SECONDS
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 echo "debootstrap bookworm from $MIRROR"
@@ -37,3 +38,4 @@ tar -C "$root" -c . | docker import \
     -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["/bin/bash"]' - "$BASE_TAG"
 docker image ls "$BASE_TAG"
+echo "== $BASE_TAG built in $((SECONDS - t0)) s"

@@ -12,7 +12,8 @@
 # (default: the project's .venv, else python3 -m pip) fetches the torch wheel copied into the executor's
 # context; TORCH_PIP_ARGS adds arguments to that `pip download`: where no local wheel or index
 # holds the CPU build, TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
-# (PyPI's Linux wheel is the CUDA build).
+# (PyPI's Linux wheel is the CUDA build). JOBS=N builds up to N images at once (default 1);
+# pip mostly waits on the network, so 2 helps even on 2 cores.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,20 +21,28 @@ repo=$(dirname "$here")
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 GPU=${GPU:-0}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+JOBS=${JOBS:-1}
 if [[ -z "${PIP:-}" ]]; then # the project's virtualenv (make), else the system's
     if [[ -x "$repo/.venv/bin/pip" ]]; then PIP="$repo/.venv/bin/pip"; else PIP="python3 -m pip"; fi
 fi
 images=("$@")
 [[ ${#images[@]} -gt 0 ]] || images=(controller handler executor nats weed)
+for image in "${images[@]}"; do
+    case $image in
+        controller | handler | executor | nats | weed) ;;
+        *) echo "unknown image $image (controller handler executor nats weed)" >&2; exit 2 ;;
+    esac
+done
 
 "$here/build-base.sh"
 
-ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 # A staged context: only what the images need (never a virtualenv or build outputs).
-stage() {
-    rm -rf "${ctx:?}"/*
+stage() { # DIR
+    local ctx=$1
+    mkdir -p "$ctx/wheels"
     cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
     cp "$repo/pyproject.toml" "$repo/README.md" "$ctx/"
     for d in runtime controller storage functions; do
@@ -41,23 +50,23 @@ stage() {
         (cd "$repo/$d" && find . -name '__pycache__' -prune -o -type f -print0 \
             | xargs -0 -I{} cp --parents {} "$ctx/$d/")
     done
-    mkdir -p "$ctx/wheels"
 }
 
-build() { # IMAGE DOCKERFILE [docker build args...]
-    local image=$1 dockerfile=$2
-    shift 2
+build() { # CONTEXT IMAGE DOCKERFILE [docker build args...]
+    local ctx=$1 image=$2 dockerfile=$3
+    shift 3
     echo "== $image"
     local t0=$SECONDS
     docker build --network host -t "$image" -f "$here/$dockerfile" "$@" "$ctx"
     echo "== $image built in $((SECONDS - t0)) s"
 }
 
-for image in "${images[@]}"; do
-    stage
+build_image() { # IMAGE
+    local image=$1 ctx="$tmp/$1"
+    stage "$ctx"
     case $image in
-        controller) build shoal-controller Dockerfile.controller ;;
-        handler) build shoal-handler Dockerfile.handler ;;
+        controller) build "$ctx" shoal-controller Dockerfile.controller ;;
+        handler) build "$ctx" shoal-handler Dockerfile.handler ;;
         executor)
             if [[ $GPU != 1 ]]; then
                 # torch from a wheel in the context: pip would otherwise pull a multi-GB
@@ -65,12 +74,38 @@ for image in "${images[@]}"; do
                 # shellcheck disable=SC2086
                 $PIP download "torch==$TORCH_VERSION" --no-deps -d "$ctx/wheels" ${TORCH_PIP_ARGS:-}
             fi
-            build shoal-executor Dockerfile.executor --build-arg GPU="$GPU" \
+            build "$ctx" shoal-executor Dockerfile.executor --build-arg GPU="$GPU" \
                 --build-arg TORCH_VERSION="$TORCH_VERSION"
             ;;
-        nats) build shoal-nats Dockerfile.nats ;;
-        weed) build shoal-weed Dockerfile.weed ;;
-        *) echo "unknown image $image (controller handler executor nats weed)" >&2; exit 2 ;;
+        nats) build "$ctx" shoal-nats Dockerfile.nats ;;
+        weed) build "$ctx" shoal-weed Dockerfile.weed ;;
     esac
-done
+    rm -rf "$ctx"
+}
+
+if ((JOBS <= 1)); then
+    for image in "${images[@]}"; do build_image "$image"; done
+else
+    # Up to JOBS builds at once, each line prefixed with its image; every build runs to
+    # its end, then the failed ones are named.
+    for image in "${images[@]}"; do
+        while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
+        (
+            set +e
+            (set -e; build_image "$image") 2>&1 | tee "$tmp/$image.log" | sed -u "s/^/[$image] /"
+            echo "${PIPESTATUS[0]}" >"$tmp/$image.rc"
+        ) &
+    done
+    wait
+    failed=()
+    for image in "${images[@]}"; do
+        [[ $(cat "$tmp/$image.rc" 2>/dev/null) == 0 ]] && continue
+        failed+=("$image: $(grep -v '^[[:space:]]*$' "$tmp/$image.log" | tail -1 | cut -c1-200)")
+    done
+    if [[ ${#failed[@]} -gt 0 ]]; then # one line: .ci/run passes it on as the skip reason
+        printf -v joined '%s; ' "${failed[@]}"
+        echo "${joined%; }" >&2
+        exit 1
+    fi
+fi
 docker image ls --filter 'reference=shoal-*'
