@@ -123,7 +123,9 @@ class DockerCluster:
 async def docker_cluster(
     nc: NATS, client: Any, controller_id: str, **launcher_options: Any
 ) -> AsyncIterator[DockerCluster]:
-    settings = controller_settings(controller_id=controller_id)
+    # Containers report exits as events; heartbeats only decide staleness, which under a
+    # loaded machine (image builds beside the tests) can lag well past the 1.5 s default here.
+    settings = controller_settings(controller_id=controller_id, stale_after=5.0)
     launcher = DockerLauncher(
         controller_id=controller_id,
         client=client,
