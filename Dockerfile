@@ -1,4 +1,5 @@
-# The controller image: `shoal up` against the cluster's NATS, workers as processes inside it.
+# The controller image: `shoal up` against the cluster's NATS, workers as processes inside it
+# (so it carries the handler libraries too: numpy, tokenizers; models run in shoal-executor).
 # Worker images (shoal-handler, shoal-executor), a registry-free build of all images and the
 # container launcher: docker/build.sh, docs/containers.md.
 FROM python:3.11-slim
@@ -8,7 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir runtime controller storage \
     && touch runtime/__init__.py controller/__init__.py storage/__init__.py \
-    && pip install --no-cache-dir . \
+    && pip install --no-cache-dir . "docker>=7" "numpy>=1.26" "tokenizers>=0.21" \
     && pip uninstall -y shoal
 COPY runtime runtime
 COPY controller controller
