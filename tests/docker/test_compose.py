@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from nats.js.errors import ServiceUnavailableError
 
 from runtime import Client, protocol
 from runtime.errors import FunctionNotFound, WorkerUnavailable
-from runtime.nats_util import connect
+from runtime.nats_util import NatsAuth, NatsRefused, connect
 
 from .conftest import REPO, ensure_images
 
@@ -87,9 +88,23 @@ def compose(docker_client: Any) -> Iterator[Compose]:
         )
 
 
-async def _connect() -> NATS:
+# compose.yaml's development defaults for the three roles of deploy/nats/nats-server.conf.
+OPERATOR = NatsAuth(user="shoal-controller", password="controller-dev-secret")
+APP = NatsAuth(
+    user="shoal-client", password="client-dev-secret", inbox_prefix="_INBOX.shoal-client"
+)
+
+
+async def _connect(auth: NatsAuth = OPERATOR) -> NATS:
+    """The operator's view (streams, results) unless told otherwise."""
     with anyio.fail_after(30):
-        return await connect(URL, name="compose-test")  # retries while NATS starts
+        return await connect(URL, name="compose-test", auth=auth)  # retries while NATS starts
+
+
+def _connz() -> Any:
+    """The server's connections, with the user each authenticated as (monitoring port)."""
+    with urllib.request.urlopen("http://127.0.0.1:8222/connz?auth=1", timeout=10) as r:
+        return json.load(r)
 
 
 async def _call_echo(client: Client, event: Any) -> Any:
@@ -111,6 +126,18 @@ async def test_compose_serves_an_event_from_the_host(compose: Compose) -> None:
         assert (await client.wait_result(rid, timeout=30)).unwrap() == {"durable": True}
     finally:
         await nc.close()
+    # The workers the controller spawned connect under the worker role, not the controller's.
+    connz = await anyio.to_thread.run_sync(_connz)
+    users = {(c.get("name", ""), c.get("authorized_user", "")) for c in connz["connections"]}
+    assert {u for n, u in users if n.startswith("shoal-worker-")} == {"shoal-worker"}, users
+    # An application under the client role invokes; without credentials, nothing.
+    app = await _connect(APP)
+    try:
+        assert await Client(app).call("echo", {"app": 1}, timeout=30) == {"app": 1}
+    finally:
+        await app.close()
+    with anyio.fail_after(30), pytest.raises(NatsRefused, match="Authorization Violation"):
+        await connect(URL, name="anonymous", auth=NatsAuth())
 
 
 async def test_compose_down_and_up_keeps_stored_events(compose: Compose) -> None:
