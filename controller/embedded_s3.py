@@ -19,6 +19,8 @@ from pathlib import Path
 
 from storage import ObjectStore, S3Settings
 
+SOCKET_DIR = Path("/tmp")  # where weed puts its unix sockets, whatever its -dir
+
 
 def weed_binary() -> str | None:
     found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
@@ -46,6 +48,7 @@ class EmbeddedS3:
         self.access_key = "shoal"
         self.secret_key = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
+        self._ports: list[int] = []
 
     @property
     def endpoint(self) -> str:
@@ -91,7 +94,7 @@ class EmbeddedS3:
             )
         )
         config.chmod(0o600)
-        ports = _free_ports(8)
+        ports = self._ports = _free_ports(8)
         if self.s3_port:
             ports[6] = self.s3_port
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
@@ -118,20 +121,21 @@ class EmbeddedS3:
             "-s3.port.iceberg=0",  # extra listeners on fixed ports would clash
             "-s3.port.lance=0",
         ]
-        log = (self.data_dir / "weed.log").open("wb")
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,
-        )
+        log = self.data_dir / "weed.log"
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
         store = ObjectStore(self.settings())
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}; see {log.name}")
+                raise RuntimeError(f"weed exited with {self.process.returncode}; see {log}")
             try:
                 store.ensure_bucket()
                 store.put_bytes("readiness-probe", b"ok")
@@ -140,9 +144,7 @@ class EmbeddedS3:
             except Exception as e:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(
-                        f"SeaweedFS not ready in {timeout:g}s; see {log.name}"
-                    ) from e
+                    raise RuntimeError(f"SeaweedFS not ready in {timeout:g}s; see {log}") from e
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -150,3 +152,7 @@ class EmbeddedS3:
             # Its data is scratch (intermediates), so no graceful flush is needed.
             self.process.kill()
             self.process.wait()
+        # weed leaves unix sockets named by port in /tmp after a kill.
+        for port in self._ports:
+            for sock in SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
