@@ -107,11 +107,11 @@ class EmbeddedS3:
             f"-dir={self.data_dir / 'data'}",
             f"-master.port={master}",
             f"-master.port.grpc={master_grpc}",
-            "-master.volumeSizeLimitMB=256",
+            "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",
             f"-volume.port={volume}",
             f"-volume.port.grpc={volume_grpc}",
-            "-volume.max=32",
+            "-volume.max=1000",  # volumes grow 7 at a time per bucket; files are sparse
             f"-filer.port={filer}",
             f"-filer.port.grpc={filer_grpc}",
             "-s3",
