@@ -48,6 +48,9 @@ def decide(spec: FunctionSpec, obs: Observation) -> Decision:
     inflight = sum(w.inflight for w in current)
     demand = obs.pending + max(obs.ack_pending, inflight)
     desired = math.ceil(demand / spec.capacity)
+    if spec.partitions and demand:
+        # One request of a partitioned model may span up to `partitions` workers.
+        desired = max(desired, spec.partitions)
     if current and inflight >= len(current) * spec.capacity:
         # Every slot is busy: request/reply load queued in front of the workers is
         # invisible to JetStream, so saturation itself asks for one more.

@@ -89,9 +89,19 @@ class Partitions:
         self.budget = memory_budget(spec)
         self.runs = 0  # partitions served
         self._inflight = 0
+        self._idle_since = time.monotonic()
         self._idle = anyio.Event()
         self._draining = False
         self._tg: Any = None
+
+    @property
+    def inflight(self) -> int:
+        """Partitions this worker is serving now (for other coordinators or its own)."""
+        return self._inflight
+
+    @property
+    def idle_for(self) -> float:
+        return 0.0 if self._inflight else time.monotonic() - self._idle_since
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -247,6 +257,7 @@ class Partitions:
             self.plane.drop(run, index)
             self._inflight -= 1
             if not self._inflight:
+                self._idle_since = time.monotonic()
                 self._idle.set()
                 self._idle = anyio.Event()
 

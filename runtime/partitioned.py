@@ -86,6 +86,8 @@ def partitioned(
         if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
             raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
         warm = max_partitions if min_workers is None else min_workers
+        if min_workers is None and max_workers is not None:
+            warm = min(warm, max_workers)  # so a too-small max_workers is reported as such
         spec = FunctionSpec(
             name=name or cls.__name__.lower(),
             subjects=tuple(subjects),

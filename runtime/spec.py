@@ -140,6 +140,11 @@ class FunctionSpec:
             raise DefinitionError(
                 f"channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}"
             )
+        if self.partitions and self.max_workers < self.partitions:
+            raise DefinitionError(
+                f"max_workers={self.max_workers} is below max_partitions={self.partitions}: "
+                "one request may span that many workers"
+            )
         if not isinstance(self.worker_memory_mb, int) or self.worker_memory_mb < 0:
             raise DefinitionError(
                 f"worker_memory_mb must be an int >= 0, got {self.worker_memory_mb!r}"

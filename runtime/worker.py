@@ -63,11 +63,13 @@ class Worker(Serving):
         self.partitions: Partitions | None = None  # set for a partitioned model
 
     def load(self) -> dict[str, Any]:
-        return {
-            "inflight": self.slots.busy,
-            "concurrency": self.slots.total,
-            "idle_for": idle_for(self.slots.busy, self.slots.idle_since),
-        }
+        inflight = self.slots.busy
+        idle = idle_for(self.slots.busy, self.slots.idle_since)
+        if self.partitions is not None:
+            # Serving partitions is work too: such a worker is neither idle nor spare.
+            inflight += self.partitions.inflight
+            idle = min(idle, self.partitions.idle_for)
+        return {"inflight": inflight, "concurrency": self.slots.total, "idle_for": idle}
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

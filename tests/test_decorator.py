@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import DefinitionError, function
+from runtime import DefinitionError, InvalidPayload, ModelTooLarge, Plan, function, partitioned
 from runtime.decorator import definition_of
+from runtime.partitioned import check_plan
+from runtime.spec import FunctionSpec
 
 
 def test_bare_and_called_forms() -> None:
@@ -117,3 +119,64 @@ def test_signature_and_shape_errors() -> None:
     function(twice)
     with pytest.raises(DefinitionError, match="already decorated"):
         function(twice)
+
+
+# -- @partitioned ---------------------------------------------------------------------------
+
+
+def _model(**methods):  # type: ignore[no-untyped-def]
+    """A class with plan/shard/combine, minus or plus what a test says."""
+
+    async def shard(self, request, shard):  # type: ignore[no-untyped-def]
+        return None
+
+    body = {
+        "plan": lambda self, request: Plan(partitions=1),
+        "shard": shard,
+        "combine": lambda self, request, parts: parts,
+        **methods,
+    }
+    return type("Model", (), {k: v for k, v in body.items() if v is not None})
+
+
+def test_partitioned_spec_and_defaults() -> None:
+    cls = partitioned(max_partitions=4, worker_memory_mb=64)(_model())
+    spec = definition_of(cls).spec  # type: ignore[union-attr]
+    assert (spec.name, spec.partitions, spec.worker_memory_mb, spec.channel) == (
+        "model",
+        4,
+        64,
+        "auto",
+    )
+    assert spec.min_workers == spec.max_workers == 4  # the pool stays warm
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: partitioned(max_partitions=2)(_model(combine=None)), "combine"),
+        (lambda: partitioned(max_partitions=2)(_model(shard=lambda s, r, sh: 1)), "async def"),
+        (lambda: partitioned(max_partitions=0)(_model()), "max_partitions"),
+        (lambda: partitioned(max_partitions=4, max_workers=2)(_model()), "max_workers=2"),
+        (lambda: partitioned(max_partitions=2, channel="carrier-pigeon")(_model()), "channel"),
+        (lambda: partitioned(max_partitions=2)(lambda e: e), "class"),
+    ],
+)
+def test_partitioned_refuses_what_it_cannot_serve(make, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DefinitionError, match=message):
+        make()
+
+
+def test_check_plan_limits() -> None:
+    spec = FunctionSpec(name="m", partitions=4, max_workers=4, worker_memory_mb=10)
+    budget = 10 << 20
+    assert check_plan(spec, Plan(2, model_bytes=15 << 20), budget).partitions == 2
+    with pytest.raises(ModelTooLarge, match="use partitions=2 or more"):
+        check_plan(spec, Plan(1, model_bytes=15 << 20), budget)
+    with pytest.raises(ModelTooLarge, match="largest partition"):
+        check_plan(spec, Plan(2, model_bytes=15 << 20, partition_bytes=12 << 20), budget)
+    with pytest.raises(InvalidPayload, match="1 to 4 partitions"):
+        check_plan(spec, Plan(5), budget)
+    with pytest.raises(DefinitionError, match=r"runtime.Plan"):
+        check_plan(spec, {"partitions": 2}, budget)
+    assert check_plan(spec, Plan(1, model_bytes=1 << 40), 0).partitions == 1  # no budget

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,21 @@ async def test_object_store_down_is_a_clear_error(
     # And a run that starts with the store down fails the same way, at once.
     with anyio.fail_after(20), pytest.raises(IntermediateStoreError, match="object store"):
         await client.call("allsum", {"partitions": 2, "n": 8, "steps": 1}, timeout=15)
+
+
+async def test_workers_serving_partitions_report_the_work(cluster: Cluster) -> None:
+    """Heartbeats count partitions served for other coordinators, so the controller never
+    takes a worker in the middle of a run for an idle one."""
+    await deploy(cluster)
+    await wait_workers(cluster.nc, "allsum", lambda e: len(e) >= 4)
+    client = Client(cluster.nc)
+    request = {"partitions": 4, "n": 8, "steps": 60, "delay": 0.05}
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(client.call, "allsum", request, timeout=25))
+            busy = await wait_workers(
+                cluster.nc,
+                "allsum",
+                lambda e: len(e) >= 4 and all(w["inflight"] >= 1 for w in e.values()),
+            )
+    assert all(w["idle_for"] == 0 for w in busy.values())

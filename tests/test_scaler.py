@@ -45,3 +45,11 @@ def test_min_workers_stay_warm() -> None:
 def test_old_versions_are_drained() -> None:
     d = decide(SPEC, Observation(1, 0, [w(1, version="old")]))
     assert d.drain == ("w1",) and d.spawn == 1
+
+
+def test_a_partitioned_model_scales_from_zero_to_its_widest_run() -> None:
+    spec = FunctionSpec(name="p", partitions=4, min_workers=0, max_workers=6, code_sha="x")
+    assert decide(spec, Observation(pending=1, ack_pending=0)).spawn == 4
+    assert decide(spec, Observation(pending=0, ack_pending=0)).spawn == 0  # no demand
+    busy = [WorkerState(f"w{i}", spec.version, "ready", 1, 0.0) for i in range(4)]
+    assert decide(spec, Observation(0, 0, busy)).spawn == 0
