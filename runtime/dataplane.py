@@ -127,7 +127,9 @@ class DataPlane:
         self.inbox = inbox_subject(function, worker_id)
         self._boxes: dict[tuple[str, int], Mailbox] = {}
         self._aborted: dict[str, tuple[ShoalError, float]] = {}
-        self._chunks: dict[tuple[str, int, int, int], list[bytes]] = {}
+        # Payloads arriving in chunks, by (run, dst, step, src): the parts so far, and when
+        # the first came (a sender that died mid-payload leaves them to garbage collection).
+        self._chunks: dict[tuple[str, int, int, int], tuple[list[bytes], float]] = {}
         self._object_failed_at = -OBJECT_RETRY_AFTER
         self._sub: Any = None
         self.cost_updated = anyio.Event()  # set (and renewed) each time the model changes
@@ -165,6 +167,8 @@ class DataPlane:
     def fail_run(self, run: str, error: ShoalError) -> None:
         """Wake everything waiting in ``run`` with ``error``; later arrivals fail at once."""
         self._aborted[run] = (error, time.monotonic())
+        for key in [k for k in self._chunks if k[0] == run]:
+            del self._chunks[key]  # the rest of those payloads is not coming
         for (r, _), box in list(self._boxes.items()):
             if r == run:
                 box.fail(error)
@@ -178,6 +182,9 @@ class DataPlane:
         for run, (_, at) in list(self._aborted.items()):
             if now - at > STALE_RUN:
                 del self._aborted[run]
+        for part_key, (_, at) in list(self._chunks.items()):
+            if now - at > STALE_RUN:
+                del self._chunks[part_key]
 
     async def _on_message(self, msg: Msg) -> None:
         h = msg.headers or {}
@@ -194,15 +201,16 @@ class DataPlane:
         chunk = h.get(CHUNK)
         if chunk:
             i, n = (int(x) for x in chunk.split("/"))
-            parts = self._chunks.setdefault((run, dst, step, src), [])
+            key = (run, dst, step, src)
+            parts = self._chunks.setdefault(key, ([], time.monotonic()))[0]
             if i != len(parts):  # NATS keeps one publisher's order; a gap is a lost chunk
                 log.warning("chunk %s of run %s step %s arrived out of order", chunk, run, step)
-                self._chunks.pop((run, dst, step, src), None)
+                self._chunks.pop(key, None)
                 return
             parts.append(data)
             if len(parts) < n:
                 return
-            data = b"".join(self._chunks.pop((run, dst, step, src)))
+            data = b"".join(self._chunks.pop(key)[0])
         self.mailbox(run, dst).put((step, src), Delivery(kind, data, h.get(ZLIB) == "1"))
 
     async def receive(self, box: Mailbox, step: int, source: int) -> Any:
