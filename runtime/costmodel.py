@@ -133,9 +133,6 @@ class Prices:
             + nbytes / 1e9 * self.queue_gb
         )
 
-    def object_cost(self, objects: int, polls: int = 0) -> float:
-        return (
-            objects * self.put_per_thousand / 1e3
-            + objects * self.get_per_thousand / 1e3
-            + polls * self.put_per_thousand / 1e3  # a LIST costs as a PUT
-        )
+    def object_cost(self, objects: int) -> float:
+        """One PUT and one GET per message; receivers are told by NATS, so no LIST polls."""
+        return objects * (self.put_per_thousand + self.get_per_thousand) / 1e3

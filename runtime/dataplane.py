@@ -13,6 +13,7 @@ whose reference travels inline; the receiver deletes the object once it has read
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 import zlib
@@ -25,8 +26,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from . import codec
-from .costmodel import CostModel, Link, fit, maybe_compress
-from .errors import IntermediateStoreError, PartitionLost, ShoalError
+from .costmodel import DEFAULT_OBJECT, CostModel, Link, fit, maybe_compress
+from .errors import IntermediateStoreError, ShoalError
 
 log = logging.getLogger("shoal.dataplane")
 
@@ -123,7 +124,7 @@ class DataPlane:
         self.worker_id = worker_id
         self.store = store
         self.compress = compress
-        self.cost = CostModel(object=CostModel().object if store is not None else None)
+        self.cost = CostModel(object=DEFAULT_OBJECT if store is not None else None)
         self.inbox = inbox_subject(function, worker_id)
         self._boxes: dict[tuple[str, int], Mailbox] = {}
         self._aborted: dict[str, tuple[ShoalError, float]] = {}
@@ -423,8 +424,6 @@ def _unpack(data: bytes) -> Any:
 
 def _noise(size: int) -> bytes:
     # Incompressible, so calibration measures the wire and not zlib.
-    import os
-
     return os.urandom(size)
 
 
@@ -437,7 +436,6 @@ __all__ = [
     "DataPlane",
     "Delivery",
     "Mailbox",
-    "PartitionLost",
     "Sent",
     "inbox_subject",
     "new_run_id",

@@ -129,6 +129,12 @@ class PartitionLost(ShoalError):
     code = "partition_lost"
     retryable = True
 
+    def __init__(
+        self, message: str, *, request_id: str | None = None, worker: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.worker = worker  # the worker that went away, when known (not on the wire)
+
 
 class IntermediateStoreError(ShoalError):
     """Intermediates could not be written to or read from the object store."""

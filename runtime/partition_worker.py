@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -87,7 +88,6 @@ class Partitions:
         self.peers: dict[str, _Peer] = {}
         self._peers_changed = anyio.Event()
         self.budget = memory_budget(spec)
-        self.runs = 0  # partitions served
         self._inflight = 0
         self._idle_since = time.monotonic()
         self._idle = anyio.Event()
@@ -253,7 +253,6 @@ class Partitions:
         except Exception as e:
             log.warning("partition %s could not report to its coordinator: %s", index, e)
         finally:
-            self.runs += 1
             self.plane.drop(run, index)
             self._inflight -= 1
             if not self._inflight:
@@ -303,11 +302,10 @@ class Partitions:
                 parts = await self._run_once(event, ctx, roster, deadline)
                 break
             except PartitionLost as e:
-                gone = getattr(e, "worker", None)
-                if attempt == 2 or gone is None or time.monotonic() > deadline - 1:
+                if attempt == 2 or e.worker is None or time.monotonic() > deadline - 1:
                     raise
                 log.warning("%s: %s; retrying on other workers", ctx.request_id, e.message)
-                lost.add(gone)
+                lost.add(e.worker)
         return await _call(self.instance.combine, event, parts)
 
     async def _pick(self, n: int, exclude: set[str]) -> list[str]:
@@ -369,7 +367,12 @@ class Partitions:
                     except (NoRespondersError, NatsTimeout):
                         answer = {"error": "did not answer"}
                     if "error" in answer:
-                        fail(_lost(worker, f"partition {i}: worker {worker}: {answer['error']}"))
+                        fail(
+                            PartitionLost(
+                                f"partition {i}: worker {worker}: {answer['error']}",
+                                worker=worker,
+                            )
+                        )
 
                 async def collect(i: int) -> None:
                     try:
@@ -390,7 +393,11 @@ class Partitions:
                         except Exception as e:
                             fail(PartitionLost(f"cannot watch the run's workers: {e}"))
                             return
-                        fail(_lost(worker, f"worker {worker} went away during the run"))
+                        fail(
+                            PartitionLost(
+                                f"worker {worker} went away during the run", worker=worker
+                            )
+                        )
 
                 for i, worker in enumerate(roster):
                     tg.start_soon(hand_out, i, worker)
@@ -413,10 +420,11 @@ class Partitions:
         """Stop every partition of a failed run, then delete what it left in the store."""
         try:
             await self.plane.abort(roster, run, error)
+            gone = error.worker if isinstance(error, PartitionLost) else None
             with anyio.move_on_after(DRAIN_GRACE):
                 # Partitions answer (part or error) as they stop; after that none writes.
                 for i in range(len(roster)):
-                    if i not in done and roster[i] != getattr(error, "worker", None):
+                    if i not in done and roster[i] != gone:
                         try:
                             await box.take((RESULT_STEP, i))
                         except ShoalError:
@@ -424,12 +432,6 @@ class Partitions:
             await self.plane.sweep(run)
         except Exception as e:
             log.warning("cleaning up run %s failed: %s", run, e)
-
-
-def _lost(worker: str, message: str) -> PartitionLost:
-    error = PartitionLost(message)
-    error.worker = worker  # type: ignore[attr-defined]
-    return error
 
 
 def _rendezvous(name: str, workers: list[str], n: int) -> list[str]:
@@ -465,8 +467,6 @@ async def start_partitions(
 
 def object_store_from_env() -> Any:
     """The object store for intermediates, when ``SHOAL_S3_ENDPOINT`` names one."""
-    import os
-
     if not os.environ.get("SHOAL_S3_ENDPOINT"):
         return None
     from storage import AsyncObjectStore, S3Settings
