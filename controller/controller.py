@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +235,10 @@ class Controller:
         for name in list(self._cold):
             if name not in specs or self.owner(name) != self.id:
                 await self._set_cold(name, None)
+        for name, gone in by_function.items():
+            if name not in specs and self.owner(name) == self.id:
+                # Removed (shoal rm): its workers go, in-flight work finished first.
+                await self._drain(name, [str(w.get("id")) for w in gone])
         for name, spec in specs.items():
             if self.owner(name) != self.id:
                 continue
@@ -266,11 +270,14 @@ class Controller:
         if decision.spawn and time.monotonic() >= not_before:
             for _ in range(decision.spawn):
                 await self._spawn(spec)
+        await self._drain(spec.name, decision.drain)
+
+    async def _drain(self, function: str, worker_ids: Iterable[str]) -> None:
         now = time.monotonic()
-        for wid in decision.drain:
+        for wid in worker_ids:
             if now - self._draining.get(wid, -1e9) > 5.0:  # re-ask now and then, not every tick
                 self._draining[wid] = now
-                log.info("draining worker %s of %s", wid, spec.name)
+                log.info("draining worker %s of %s", wid, function)
                 await self.nc.publish(protocol.worker_stop_subject(wid), b"")
 
     async def _spawn(self, spec: FunctionSpec) -> None:

@@ -46,7 +46,7 @@ class EmbeddedNats:
         env: Mapping[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
         self.port = port
         self.monitor_port = monitor_port
@@ -97,7 +97,7 @@ class EmbeddedNats:
         ).start()
         if not self._ready.wait(timeout) or not self._serving or self.process.poll() is not None:
             self.kill()
-            raise RuntimeError("nats-server did not start:\n" + "\n".join(self.lines[-20:]))
+            raise RuntimeError("nats-server did not start: " + self.failure())
         return self
 
     def _read_log(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
@@ -117,6 +117,11 @@ class EmbeddedNats:
             log.debug("%s", line)
         process.stderr.close()
         ready.set()  # exited: wake any waiter, which then sees the exit
+
+    def failure(self) -> str:
+        """Why the server stopped or did not start: its fatal and error lines, else its last."""
+        bad = [line for line in self.lines if "[FTL]" in line or "[ERR]" in line]
+        return "\n".join(line.split("] ", 2)[-1] for line in (bad or self.lines[-5:])[-5:])
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
         """The first line of the server's log that contains ``text``, once it is there."""

@@ -42,7 +42,8 @@ class EmbeddedS3:
     """``weed server -s3`` on free local ports, with one generated access key."""
 
     def __init__(self, data_dir: Path, *, bucket: str = "shoal", s3_port: int = 0) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: weed runs with this folder as its working directory.
+        self.data_dir = Path(data_dir).expanduser().resolve()
         self.bucket = bucket
         self.s3_port = s3_port
         self.access_key = "shoal"
@@ -135,7 +136,12 @@ class EmbeddedS3:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}; see {log}")
+                said = log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(
+                    f"weed exited with {self.process.returncode}: "
+                    + " / ".join(said)
+                    + f" (log: {log})"
+                )
             try:
                 store.ensure_bucket()
                 store.put_bytes("readiness-probe", b"ok")

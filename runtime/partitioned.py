@@ -66,9 +66,10 @@ def partitioned(
     is refused with :class:`~runtime.errors.ModelTooLarge`, which names the partition count
     that fits. ``channel`` is how intermediates travel: ``"auto"`` picks NATS or the object
     store per message with a cost model calibrated on the running cluster; ``"inline"`` and
-    ``"object"`` force one. The pool keeps ``max_partitions`` workers warm by default
-    (``min_workers``): a partitioned model is too large to load per request. Other options
-    are those of :func:`~runtime.function`.
+    ``"object"`` force one. The pool starts from zero like any function and scales to its
+    widest plan on the first request (kept warm for ``idle_timeout``); ``min_workers`` keeps
+    workers warm with no request, e.g. ``max_partitions`` to never load the model on a
+    request's path. Other options are those of :func:`~runtime.function`.
     """
     if isinstance(subjects, str):
         raise DefinitionError(f"subjects= takes a list of subjects: write subjects=[{subjects!r}]")
@@ -85,9 +86,7 @@ def partitioned(
         _check_methods(cls)
         if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
             raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
-        warm = max_partitions if min_workers is None else min_workers
-        if min_workers is None and max_workers is not None:
-            warm = min(warm, max_workers)  # so a too-small max_workers is reported as such
+        warm = 0 if min_workers is None else min_workers
         spec = FunctionSpec(
             name=name or cls.__name__.lower(),
             subjects=tuple(subjects),

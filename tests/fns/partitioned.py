@@ -16,7 +16,7 @@ def _plan(request: Any, most: int) -> Plan:
     return Plan(partitions=request["partitions"], model_bytes=int(request.get("model_bytes", 0)))
 
 
-@partitioned(name="allsum", max_partitions=4, worker_memory_mb=1, timeout=20.0)
+@partitioned(name="allsum", max_partitions=4, min_workers=4, worker_memory_mb=1, timeout=20.0)
 class AllSum:
     """Row partitions: every step, each partition adds what all others hold (an all-reduce).
 

