@@ -27,6 +27,7 @@ from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLaun
 from runtime import Client, protocol
 from runtime.nats_util import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
+from tests.test_cli import Exit, ashoal
 
 pytestmark = pytest.mark.anyio
 
@@ -520,3 +521,27 @@ async def test_mutual_tls_client_certificate_from_environment(tmp_path: Path) ->
                 await connect(secured.url, name="no-cert", auth=NatsAuth.from_env(env))
     finally:
         secured.server.stop()
+
+
+async def test_a_command_the_role_may_not_use_says_so(roles: tuple[Secured, NATS]) -> None:
+    secured, controller_nc = roles
+    await deploy_file(controller_nc, FUNCTIONS / "echo.py")
+    env = {
+        "SHOAL_NATS_URL": secured.url,
+        "SHOAL_NATS_USER": "shoal-client",
+        "SHOAL_NATS_PASSWORD": secured.passwords["client"],
+        "SHOAL_NATS_INBOX_PREFIX": CLIENT_INBOX,
+    }
+    if secured.tls:
+        env["SHOAL_NATS_TLS_CA"] = str(secured.tls.ca)
+    called = await ashoal("invoke", "echo", '{"x": 1}', env=env)
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"x": 1}
+    for args in (("status",), ("result", "x"), ("deploy", str(FUNCTIONS / "echo.py"))):
+        refused = await ashoal(*args, env=env)
+        assert refused.returncode == Exit.REFUSED, (args, refused.stderr)
+        assert "shoal-client" in refused.stderr
+        assert "permissions violation" in refused.stderr.lower()
+        assert "Traceback" not in refused.stderr
+    wrong = await ashoal("status", env={**env, "SHOAL_NATS_PASSWORD": "wrong"})
+    assert wrong.returncode == Exit.REFUSED and "Traceback" not in wrong.stderr
