@@ -69,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ctl.set_defaults(run=_controller)
 
-    dep = sub.add_parser("deploy", help="deploy the @functions in Python files")
-    dep.add_argument("files", nargs="+", type=Path)
+    dep = sub.add_parser("deploy", help="deploy the @functions in Python files or folders")
+    dep.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="a .py file, or a folder: deployed as one bundle (see docs/bundles.md)",
+    )
     dep.add_argument(
         "--set",
         action="append",

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 
 import storage
-from controller import deploy_file
+from controller import EmbeddedNats, deploy_file
 from controller.deploy import deploy_spec
 from runtime import Client, DeployError, protocol
 from runtime.bundle import Bundle
@@ -308,3 +308,16 @@ async def test_a_bundle_above_the_kv_limit_goes_to_the_object_store(
         await store.get_info(shas[0])
     await store.get_info(shas[1])
     assert (await client.call("weights", {}, timeout=60))["tag"] == "v2"
+
+
+async def test_shoal_deploy_takes_a_folder(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    shop = write(tmp_path / "shop", SHOP)
+    bad = write(tmp_path / "bad", {"a.py": "def broken(:\n"})
+    env = {**os.environ, "SHOAL_NATS_URL": nats_server.url}
+    cli = [sys.executable, "-m", "controller.cli", "deploy"]
+    done = await anyio.run_process([*cli, str(shop)], env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"deployed price (version " in done.stdout
+    refused = await anyio.run_process([*cli, str(bad)], env=env, check=False)
+    assert refused.returncode != 0
+    assert "a.py failed: SyntaxError" in refused.stderr.decode()
