@@ -32,7 +32,7 @@ from runtime.bundle import Bundle
 from runtime.codestore import prune_code, put_code
 from runtime.decorator import Definition
 from runtime.errors import DeployError
-from runtime.loader import definitions, import_module, module_path, unload
+from runtime.loader import definitions, import_module, unload
 from runtime.nats_util import kv
 from runtime.spec import FunctionSpec
 
@@ -124,13 +124,14 @@ def inspect_bundle(path: Path, bundle: Bundle, sha: str) -> list[tuple[str, Defi
     if path.is_file():  # modules beside a single file, for the hint if it imports one
         nearby = {p.stem for p in path.parent.glob("*.py")}
         nearby |= {p.parent.name for p in path.parent.glob("*/__init__.py")}
+    files = bundle.modules()
     found: list[tuple[str, Definition]] = []
     with tempfile.TemporaryDirectory(prefix="shoal-deploy-") as tmp:
         root = Path(tmp)
         bundle.write(root)
         try:
-            for module in bundle.modules():
-                label = str(path / module_path(module)) if path.is_dir() else str(path)
+            for module, file in files.items():
+                label = str(path / file) if path.is_dir() else str(path)
                 imported = import_module(root, sha, module, label=label, nearby=nearby)
                 found += [(module, d) for d in definitions(imported)]
         finally:
@@ -144,7 +145,7 @@ def inspect_bundle(path: Path, bundle: Bundle, sha: str) -> list[tuple[str, Defi
         if len(modules) > 1:
             raise DeployError(
                 f"function name {name!r} is defined {len(modules)} times in {path} "
-                f"({', '.join(module_path(m) for m in modules)})"
+                f"({', '.join(files[m] for m in modules)})"
             )
     return found
 

@@ -42,9 +42,10 @@ class Bundle:
     def size(self) -> int:
         return sum(len(d) for d in self.files.values())
 
-    def modules(self) -> list[str]:
-        """Dotted names of the bundle's importable modules (``pkg/sub.py`` -> ``pkg.sub``)."""
-        out = []
+    def modules(self) -> dict[str, str]:
+        """The bundle's importable modules: dotted name -> file (``pkg.sub`` ->
+        ``pkg/sub.py``, ``pkg`` -> ``pkg/__init__.py``, ``""`` -> the root ``__init__.py``)."""
+        out = {}
         for name in sorted(self.files):
             path = PurePosixPath(name)
             if path.suffix != ".py":
@@ -52,8 +53,8 @@ class Bundle:
             parts = [*path.parent.parts, path.stem]
             if parts[-1] == "__init__":
                 parts.pop()
-            if parts and all(p.isidentifier() for p in parts):
-                out.append(".".join(parts))
+            if all(p.isidentifier() for p in parts):
+                out[".".join(parts)] = name
         return out
 
     def to_zip(self) -> bytes:

@@ -31,11 +31,6 @@ def package_name(sha: str) -> str:
     return f"{PREFIX}{sha[:16]}"
 
 
-def module_path(module: str) -> str:
-    """Where a bundle's module sits in it: ``pkg.sub`` -> ``pkg/sub.py``; ``""``: the root."""
-    return module.replace(".", "/") + ".py" if module else "__init__.py"
-
-
 def materialize(code_dir: Path, bundle: Bundle, sha: str) -> Path:
     """Write a bundle to a content-addressed folder, whole or not at all."""
     folder = code_dir / sha
@@ -62,7 +57,7 @@ def import_module(
     names that sit beside a deployed file but were not deployed with it (for the hint).
     """
     package = package_name(sha)
-    where = label or module_path(module)
+    where = label or module or package
     try:
         if package not in sys.modules:
             _create_package(package, root, where)

@@ -43,6 +43,15 @@ def write(folder: Path, files: dict[str, str | bytes]) -> Path:
 
 
 SHOP = {
+    "__init__.py": """
+        from runtime import function
+
+        @function
+        def catalog(event):
+            from . import helpers  # the bundle's root package reaches its modules too
+
+            return {"items": helpers.total([{"qty": 2, "unit": 1}])}
+        """,
     "handlers.py": """
         import json
         from pathlib import Path
@@ -78,11 +87,15 @@ async def test_bundle_function_imports_its_modules(cluster: Cluster, tmp_path: P
     shop = write(tmp_path / "shop", SHOP)
     write(shop, {"__pycache__/junk.py": "raise SystemExit", ".hidden.py": "raise SystemExit"})
     specs = await deploy_file(cluster.nc, shop)
-    assert [(s.name, s.module, s.attr) for s in specs] == [("price", "handlers", "price")]
-    assert specs[0].code_sha == Bundle.from_path(shop).digest
+    assert [(s.name, s.module, s.attr) for s in specs] == [
+        ("catalog", "", "catalog"),
+        ("price", "handlers", "price"),
+    ]
+    assert {s.code_sha for s in specs} == {Bundle.from_path(shop).digest}
     event = {"country": "fr", "items": [{"qty": 3, "unit": 2.5}, {"qty": 1, "unit": 4.0}]}
     got = await Client(cluster.nc).call("price", event, timeout=30)
     assert got == {"net": 11.5, "gross": 13.8}
+    assert await Client(cluster.nc).call("catalog", {}, timeout=30) == {"items": 2}
     # Deploying changed nothing in this process: no private modules left, sys.path as it was.
     assert not [m for m in sys.modules if m.startswith(PREFIX)]
     assert str(shop) not in sys.path
@@ -93,7 +106,13 @@ def test_bundle_contents_and_archive_are_deterministic(tmp_path: Path) -> None:
     write(shop, {"__pycache__/x.pyc": b"\0", ".git/config": "", "notes.pyc": b"\0"})
     first = Bundle.from_path(shop)
     assert sorted(first.files) == sorted(SHOP)
-    assert first.modules() == ["handlers", "helpers", "pricing", "pricing.tax"]
+    assert first.modules() == {
+        "": "__init__.py",
+        "handlers": "handlers.py",
+        "helpers": "helpers.py",
+        "pricing": "pricing/__init__.py",
+        "pricing.tax": "pricing/tax.py",
+    }
     os.utime(shop / "helpers.py", (0, 0))  # timestamps are not part of the code
     again = Bundle.from_path(shop)
     assert (again.digest, again.to_zip()) == (first.digest, first.to_zip())
@@ -108,6 +127,7 @@ async def test_redeploying_the_same_bundle_is_the_same_version(nc: NATS, tmp_pat
     os.utime(shop / "handlers.py", (0, 0))
     second = await deploy_file(nc, shop, wait=0)
     assert [s.version for s in first] == [s.version for s in second]
+    assert len(first) == 2
     code = await kv(nc.jetstream(), protocol.CODE_BUCKET)
     assert Bundle.from_zip((await code.get(first[0].code_sha)).value or b"").digest == (
         first[0].code_sha
