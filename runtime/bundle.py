@@ -104,6 +104,8 @@ class Bundle:
                 raise DeployError(f"{path} holds no Python module to deploy")
         elif path.is_file() and path.suffix == ".py":
             bundle = cls({path.name: path.read_bytes()})
+        elif not path.exists():
+            raise DeployError(f"{path}: no such file or folder")
         else:
             raise DeployError(f"{path} is neither a Python file nor a folder")
         if bundle.size > MAX_BUNDLE:

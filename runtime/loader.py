@@ -79,9 +79,11 @@ def import_module(
             hint = " (is it installed where workers run?)"
         raise DeployError(f"importing {where} failed: No module named {missing!r}{hint}") from e
     except SyntaxError as e:
+        file = Path(e.filename or where)
+        if file.is_relative_to(root):
+            file = file.relative_to(root)  # the file as the bundle names it
         raise DeployError(
-            f"importing {where} failed: SyntaxError: {e.msg} "
-            f"({Path(e.filename or where).name}, line {e.lineno})"
+            f"importing {where} failed: SyntaxError in {file}, line {e.lineno}: {e.msg}"
         ) from e
     except Exception as e:
         raise DeployError(f"importing {where} failed: {type(e).__name__}: {e}") from e

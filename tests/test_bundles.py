@@ -134,6 +134,31 @@ async def test_redeploying_the_same_bundle_is_the_same_version(nc: NATS, tmp_pat
     )
 
 
+async def test_a_refused_redeploy_keeps_the_deployed_version_and_old_code_is_pruned(
+    nc: NATS, tmp_path: Path
+) -> None:
+    shop = write(tmp_path / "shop", SHOP)
+    first = await deploy_file(nc, shop, wait=0)
+    js = nc.jetstream()
+    functions = await kv(js, protocol.FUNCTIONS_BUCKET)
+    code = await kv(js, protocol.CODE_BUCKET)
+    deployed = {s.name: (await functions.get(s.name)).value for s in first}
+
+    (shop / "helpers.py").write_text("def total(items):\n    return sum(\n")  # broken
+    broken = r"handlers\.py failed: SyntaxError in helpers\.py, line 2"  # handlers imports it
+    with pytest.raises(DeployError, match=broken):
+        await deploy_file(nc, shop, wait=0)
+    assert {n: (await functions.get(n)).value for n in deployed} == deployed
+    assert sorted(await code.keys()) == [first[0].code_sha]
+
+    (shop / "helpers.py").write_text("def total(items):\n    return 0\n")
+    second = await deploy_file(nc, shop, wait=0)
+    old, new = first[0].code_sha, second[0].code_sha
+    assert old != new and sorted(await code.keys()) == sorted([old, new])  # recent: kept
+    assert await prune_code(js, grace=0) == [old]  # no function names it any more
+    assert await code.keys() == [new]
+
+
 STORAGE_USER = """
     import storage  # Shoal's: a deployment's own storage.py is not a top-level module
     from runtime import function
@@ -231,7 +256,7 @@ async def test_a_file_deploys_as_before_and_old_deployments_still_load(
         (
             {"a.py": "from runtime import function\n\n@function\ndef f(e):\n    return (\n"},
             "",
-            r"a\.py failed: SyntaxError: .*line 5",
+            r"a\.py failed: SyntaxError in a\.py, line 5: '\(' was never closed",
         ),
         ({"a.py": "X = 1\n", "b/c.py": "Y = 2\n"}, "", "defines no @function"),
         ({"data.txt": "no code"}, "", "holds no Python module"),
@@ -340,4 +365,4 @@ async def test_shoal_deploy_takes_a_folder(nats_server: EmbeddedNats, tmp_path: 
     assert b"deployed price (version " in done.stdout
     refused = await anyio.run_process([*cli, str(bad)], env=env, check=False)
     assert refused.returncode != 0
-    assert "a.py failed: SyntaxError" in refused.stderr.decode()
+    assert "a.py failed: SyntaxError in a.py, line 1" in refused.stderr.decode()
