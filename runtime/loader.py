@@ -77,7 +77,7 @@ def import_module(
             )
         else:
             hint = " (is it installed where workers run?)"
-        raise DeployError(f"importing {where} failed: No module named {missing!r}{hint}") from e
+        raise DeployError(f"importing {where} failed: No module named {e.name!r}{hint}") from e
     except SyntaxError as e:
         file = Path(e.filename or where)
         if file.is_relative_to(root):
@@ -85,6 +85,8 @@ def import_module(
         raise DeployError(
             f"importing {where} failed: SyntaxError in {file}, line {e.lineno}: {e.msg}"
         ) from e
+    except SystemExit as e:  # a script's exit must not end the deploying process
+        raise DeployError(f"importing {where} failed: it called sys.exit({e.code!r})") from e
     except Exception as e:
         raise DeployError(f"importing {where} failed: {type(e).__name__}: {e}") from e
 
@@ -111,7 +113,7 @@ def _create_package(package: str, root: Path, where: str) -> None:
 
 
 def _top_level(root: Path) -> list[str]:
-    return [p.stem for p in root.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()]
+    return [p.stem for p in root.iterdir() if p.suffix == ".py" or any(p.glob("*.py"))]
 
 
 def unload(sha: str) -> None:

@@ -272,6 +272,12 @@ async def test_a_file_deploys_as_before_and_old_deployments_still_load(
         ),
         ({"a.py": "import no_such_package_here\n"}, "", "No module named 'no_such_package"),
         ({"a.py": "raise RuntimeError('boom at import')\n"}, "a.py", "RuntimeError: boom"),
+        ({"a.py": "import sys\n\nsys.exit(3)\n"}, "", r"a\.py failed: it called sys\.exit\(3\)"),
+        (
+            {"a.py": "from .pkg import mod\n", "pkg/mod.py": "import pkg.other\n"},
+            "",
+            "No module named 'pkg'.*write 'from . import pkg'",
+        ),
         (
             {
                 "a.py": "from runtime import function\n\n@function\ndef f(e):\n    return 1\n",
