@@ -30,7 +30,7 @@ from nats.aio.client import Client as NATS
 from runtime import deadletter, protocol
 from runtime.client import Client
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError
-from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url
+from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url, snapshot
 from runtime.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
@@ -38,7 +38,6 @@ from .deploy import deploy_file
 from .launcher import Launcher, ProcessLauncher
 from .remove import EventsQueued, remove_function
 from .up import resolved, up, where
-from .views import snapshot
 
 log = logging.getLogger("shoal")
 
@@ -224,8 +223,14 @@ def _parser() -> argparse.ArgumentParser:
         help="workers as local processes, or as containers (docs/containers.md)",
     )
 
-    dep = command("deploy", _deploy, "deploy the @functions in Python files")
-    dep.add_argument("files", nargs="+", type=Path)
+    dep = command("deploy", _deploy, "deploy the @functions in Python files or folders")
+    dep.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="a .py file, or a folder: deployed as one bundle (see docs/bundles.md)",
+    )
     dep.add_argument(
         "--set",
         action="append",

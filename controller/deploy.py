@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,16 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
 from runtime import deadletter, protocol
+from runtime.bundle import Bundle
+from runtime.codestore import prune_code, put_code
+from runtime.decorator import Definition
 from runtime.errors import DeployError
-from runtime.loader import code_sha, definitions, import_file
+from runtime.loader import definitions, import_module, unload
 from runtime.nats_util import kv
 from runtime.spec import FunctionSpec
 
 log = logging.getLogger("shoal.deploy")
 
-MAX_SOURCE = 900 * 1024  # a KV value must fit one NATS message (1 MiB by default)
 DEDUPE_WINDOW = 120.0  # seconds during which a repeated Nats-Msg-Id is dropped
 
 
@@ -46,42 +49,29 @@ async def deploy_file(
     fuse: bool | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[FunctionSpec]:
-    """Deploy every ``@function`` in a Python file; returns their specs.
+    """Deploy every ``@function`` of a Python file, or of a folder shipped as one bundle;
+    returns their specs.
 
     Waits up to ``wait`` seconds for a controller to announce that it serves the new
     versions, so a request sent right after deploy finds them. Without a controller the
     deploy still stands: events are stored and served once one runs. ``fuse`` overrides
     the handlers' ``fuse=`` option (run their executors in-process); ``overrides`` changes
     options per function or executor name, e.g. ``{"embed": {"min_workers": 2}}`` (names
-    this file does not define are left to other files).
+    this code does not define are left to other deployments).
     """
     path = Path(path)
-    if not path.is_file() or path.suffix != ".py":
-        raise DeployError(f"{path} is not a Python file")
-    source = path.read_bytes()
-    if len(source) > MAX_SOURCE:
-        raise DeployError(
-            f"{path} is {len(source)} bytes; deployed sources are limited to {MAX_SOURCE}: "
-            "move data into storage/ and load it in setup()"
-        )
-    module = import_file(path)
-    found = definitions(module)
-    if not found:
-        raise DeployError(f"{path} defines no @function")
-    sha = code_sha(source)
-    js = nc.jetstream()
-    code = await kv(js, protocol.CODE_BUCKET)
-    await code.put(sha, source)
+    bundle = Bundle.from_path(path)
+    sha = bundle.digest
     specs = [
-        dataclasses.replace(d.spec, module=module.__name__, attr=d.target.__name__, code_sha=sha)
-        for d in found
+        dataclasses.replace(d.spec, module=module, attr=d.target.__name__, code_sha=sha)
+        for module, d in inspect_bundle(path, bundle, sha)
     ]
     if fuse is not None:
         specs = [dataclasses.replace(s, fuse=fuse) if s.uses else s for s in specs]
     for name, changes in (overrides or {}).items():
         matching = [s for s in specs if s.name == name]
         if not matching:
-            continue  # another file's function
+            continue  # another deployment's function
         try:
             changed = dataclasses.replace(matching[0], **changes).validate()
         except TypeError as e:
@@ -94,9 +84,12 @@ async def deploy_file(
         for used in s.uses:
             if used not in here:
                 raise DeployError(
-                    f"{s.name} uses executor {used!r}, which is not defined in {path.name}: "
-                    "a deployed file is one module, so define the executor beside its handler"
+                    f"{s.name} uses executor {used!r}, which is not defined in {path}: "
+                    "define the executor in the same file or folder as its handler"
                 )
+    js = nc.jetstream()
+    where = await put_code(nc, sha, bundle.to_zip())
+    log.info("stored %s (%s) in %s", path, sha[:12], where)
     announced = await nc.subscribe("shoal.deployed.*")
     try:
         waiting = {}
@@ -117,7 +110,44 @@ async def deploy_file(
             )
     finally:
         await announced.unsubscribe()
+    try:
+        await prune_code(js)
+    except Exception as e:  # the deploy stands; the next one tries again
+        log.warning("removing unused code failed: %r", e)
     return specs
+
+
+def inspect_bundle(path: Path, bundle: Bundle, sha: str) -> list[tuple[str, Definition]]:
+    """Import every module of a bundle as workers will, privately, and collect what each
+    defines: ``(module, definition)`` pairs."""
+    nearby: set[str] = set()
+    if path.is_file():  # modules beside a single file, for the hint if it imports one
+        nearby = {p.stem for p in path.parent.glob("*.py")}
+        nearby |= {p.parent.name for p in path.parent.glob("*/__init__.py")}
+    files = bundle.modules()
+    found: list[tuple[str, Definition]] = []
+    with tempfile.TemporaryDirectory(prefix="shoal-deploy-") as tmp:
+        root = Path(tmp)
+        bundle.write(root)
+        try:
+            for module, file in files.items():
+                label = str(path / file) if path.is_dir() else str(path)
+                imported = import_module(root, sha, module, label=label, nearby=nearby)
+                found += [(module, d) for d in definitions(imported)]
+        finally:
+            unload(sha)
+    if not found:
+        raise DeployError(f"{path} defines no @function, @executor or @partitioned")
+    modules_of: dict[str, list[str]] = {}
+    for module, d in found:
+        modules_of.setdefault(d.spec.name, []).append(module)
+    for name, modules in modules_of.items():
+        if len(modules) > 1:
+            raise DeployError(
+                f"function name {name!r} is defined {len(modules)} times in {path} "
+                f"({', '.join(files[m] for m in modules)})"
+            )
+    return found
 
 
 async def deploy_spec(js: JetStreamContext, spec: FunctionSpec) -> bool:

@@ -17,11 +17,10 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from runtime import deadletter, protocol
+from runtime.codestore import code_in_use, delete_code
 from runtime.errors import FunctionNotFound, ShoalError
-from runtime.nats_util import kv
+from runtime.nats_util import kv, snapshot
 from runtime.spec import FunctionSpec
-
-from .views import snapshot
 
 log = logging.getLogger("shoal.deploy")
 
@@ -120,15 +119,8 @@ async def remove_function(
             removed.events_dropped = queued
         except NotFoundError:
             pass
-    remaining = await snapshot(functions)
-    if not any(FunctionSpec.from_bytes(v).code_sha == spec.code_sha for v in remaining.values()):
-        code = await kv(js, protocol.CODE_BUCKET)
-        try:
-            await code.get(spec.code_sha)
-            await code.purge(spec.code_sha)
-            removed.code = spec.code_sha
-        except KeyNotFoundError:
-            pass
+    if spec.code_sha not in await code_in_use(js) and await delete_code(js, spec.code_sha):
+        removed.code = spec.code_sha
     if purge:
         try:
             info = await js.stream_info(deadletter.STREAM, subjects_filter=deadletter.subject(name))

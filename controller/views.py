@@ -100,20 +100,3 @@ class InfoView(BucketView[dict[str, Any]]):
         if not isinstance(value, dict):
             raise ValueError("not a map")
         return value
-
-
-async def snapshot(bucket: KeyValue) -> dict[str, bytes]:
-    """Every key's current value in ``bucket``, read once (deleted keys left out)."""
-    out: dict[str, bytes] = {}
-    watcher = await bucket.watchall()
-    try:
-        async for entry in watcher:
-            if entry is None:  # the initial values are all in
-                break
-            if entry.value and entry.operation not in (KV_DEL, KV_PURGE):
-                out[entry.key] = entry.value
-            else:
-                out.pop(entry.key, None)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return out

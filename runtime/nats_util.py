@@ -250,3 +250,20 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
     }.get(bucket)
     config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
     return await js.create_key_value(config)
+
+
+async def snapshot(bucket: KeyValue) -> dict[str, bytes]:
+    """Every key's current value in ``bucket``, read once (deleted keys left out)."""
+    out: dict[str, bytes] = {}
+    watcher = await bucket.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:  # the initial values are all in
+                break
+            if entry.value and entry.operation is None:
+                out[entry.key] = entry.value
+            else:
+                out.pop(entry.key, None)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return out

@@ -24,6 +24,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from . import codec, protocol
+from .bundle import Bundle
+from .codestore import get_code
 from .context import Context
 from .deadletter import dead_letter
 from .decorator import Definition, definition_of
@@ -31,7 +33,7 @@ from .errors import Cancelled, DeployError, PayloadTooLarge, ShoalError
 from .executor_worker import ExecutorWorker
 from .executors import LocalExecutor, RemoteExecutor, start_executor
 from .invoker import Invoker
-from .loader import import_file, materialize
+from .loader import import_module, materialize
 from .nats_util import connect, kv
 from .partition_worker import Partitions, start_partitions
 from .pull import Puller, Slots
@@ -328,12 +330,12 @@ async def deployed_spec(nc: NATS, name: str) -> FunctionSpec:
 
 
 async def load_definition(nc: NATS, function: str, code_dir: Path) -> Definition:
-    """Fetch a deployed function's spec and source from NATS and import it."""
+    """Fetch a deployed function's spec and code from NATS and import it, privately."""
     spec = await deployed_spec(nc, function)
-    code = await kv(nc.jetstream(), protocol.CODE_BUCKET)
-    source = (await code.get(spec.code_sha)).value or b""
-    path = materialize(code_dir, spec.module, spec.code_sha, source)
-    module = import_file(path, spec.module)
+    blob = await get_code(nc.jetstream(), spec.code_sha)
+    bundle = Bundle.load(blob, spec.code_sha, spec.module)
+    root = await anyio.to_thread.run_sync(materialize, code_dir, bundle, spec.code_sha)
+    module = import_module(root, spec.code_sha, spec.module, label=f"the code of {function}")
     d = definition_of(getattr(module, spec.attr, None))
     if d is None:
         raise DeployError(f"{spec.module}.{spec.attr} is not deployable in the deployed code")

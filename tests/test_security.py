@@ -4,6 +4,7 @@ configuration in deploy/nats/ with a controller and process workers under their 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -25,8 +26,10 @@ from nats.aio.client import Client as NATS
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client, protocol
+from runtime.codestore import kv_limit
 from runtime.nats_util import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
+from tests.test_bundles import BIG, write
 from tests.test_cli import Exit, ashoal
 
 pytestmark = pytest.mark.anyio
@@ -370,6 +373,29 @@ async def test_partitioned_model_runs_under_the_worker_role(roles: tuple[Secured
             out = await Client(nc).call("allsum", {"partitions": 3, "n": 4, "steps": 2})
         # arange(4).sum() = 6; one step sums the 3 partitions (x 1+2+3), the next x 3.
         assert out["sums"] == [6 * 6 * 3.0] * 3
+        assert await secured.violations(nc) == []
+    finally:
+        await nc.close()
+
+
+async def test_a_bundle_in_the_object_store_loads_under_the_worker_role(
+    roles: tuple[Secured, NATS], tmp_path: Path
+) -> None:
+    """Code too large for KV is read from the object store within the worker role."""
+    secured, controller_nc = roles
+    weights = os.urandom(kv_limit(controller_nc) + 200_000)
+    files = {"model.py": BIG, "helpers.py": "TAG = 'big'\n", "weights.bin": weights}
+    big = write(tmp_path / "big", files)
+    await deploy_file(controller_nc, big)
+    nc = await secured.connect("client")
+    try:
+        with anyio.fail_after(60):
+            out = await Client(nc).call("weights", {})
+        assert out == {
+            "sha": hashlib.sha256(weights).hexdigest(),
+            "size": len(weights),
+            "tag": "big",
+        }
         assert await secured.violations(nc) == []
     finally:
         await nc.close()

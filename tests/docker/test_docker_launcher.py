@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,7 +14,9 @@ from nats.aio.client import Client as NATS
 from controller import deploy_file
 from controller.docker_launcher import LABEL_CONTROLLER, LABEL_FUNCTION, LABEL_WORKER
 from runtime import Client
+from runtime.codestore import kv_limit
 from tests.conftest import wait_workers
+from tests.test_bundles import BIG, write
 
 from .conftest import FNS, DockerCluster, docker_cluster
 
@@ -41,6 +46,20 @@ async def test_serves_from_a_container_and_reuses_it(dcluster: DockerCluster) ->
     for n in range(2, 5):  # warm: the same container answers
         assert (await client.call("whoami", {"n": n}, timeout=10))["worker"] == wid
     assert len(dcluster.containers()) == 1
+
+
+async def test_a_container_loads_a_bundle_from_the_object_store(
+    dcluster: DockerCluster, tmp_path: Path
+) -> None:
+    """Containers load deployed code as process workers do: privately, any size."""
+    weights = os.urandom(kv_limit(dcluster.nc) + 100_000)
+    files = {"model.py": BIG, "helpers.py": "TAG = 'boxed'\n", "weights.bin": weights}
+    files["storage.py"] = "LABEL = 'a helper that shares a name with Shoal storage'\n"
+    await deploy_file(dcluster.nc, write(tmp_path / "big", files))
+    got = await Client(dcluster.nc).call("weights", {}, timeout=90)
+    assert got == {"sha": hashlib.sha256(weights).hexdigest(), "size": len(weights), "tag": "boxed"}
+    [container] = dcluster.containers()
+    assert container.labels[LABEL_FUNCTION] == "weights"
 
 
 async def test_reaps_idle_container(dcluster: DockerCluster) -> None:
