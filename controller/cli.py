@@ -70,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     ctl.set_defaults(run=_controller)
 
     dep = sub.add_parser("deploy", help="deploy the @functions in Python files")
-    dep.add_argument("files", nargs="+", type=Path)
+    dep.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="Python files, or folders: every *.py in them not starting with _",
+    )
     dep.add_argument(
         "--set",
         action="append",
@@ -192,10 +197,8 @@ async def _up(args: argparse.Namespace) -> None:
             controller = Controller(nc, launcher, ControllerSettings.from_env())
             async with anyio.create_task_group() as tg:
                 await tg.start(controller.run)
-                files = sorted(args.functions.glob("*.py")) if args.functions.is_dir() else []
+                files = _python_files([args.functions]) if args.functions.is_dir() else []
                 for f in files:
-                    if f.name.startswith("_"):
-                        continue
                     for spec in await deploy_file(nc, f):
                         print(f"deployed {spec.name:<12} {_where(spec)}")
                 await _demo(nc)
@@ -295,12 +298,27 @@ def _parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _python_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for its *.py files, sorted, less those starting with _."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(f for f in path.glob("*.py") if not f.name.startswith("_"))
+            if not found:
+                raise ShoalError(f"{path} holds no Python file to deploy")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
 async def _deploy(args: argparse.Namespace) -> None:
     overrides = _parse_overrides(args.set)
+    files = _python_files(args.files)
     nc = await connect(name="shoal-deploy")
     deployed: set[str] = set()
     try:
-        for f in args.files:
+        for f in files:
             for spec in await deploy_file(nc, f, fuse=args.fuse, overrides=overrides):
                 deployed.add(spec.name)
                 print(f"deployed {spec.name} (version {spec.version}) {_where(spec)}")
