@@ -192,9 +192,7 @@ class DockerLauncher:
         worker = _Worker(request, request.function)
         self._workers[request.worker_id] = worker
         try:
-            container = await anyio.to_thread.run_sync(
-                lambda: self._client.containers.run(**kwargs)
-            )
+            container = await anyio.to_thread.run_sync(self._run, kwargs)
         except BaseException:
             self._workers.pop(request.worker_id, None)
             raise
@@ -467,6 +465,28 @@ class DockerLauncher:
             self._send.send_nowait(WorkerExit(worker_id, worker.function, code))
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             log.warning("exit of worker %s not reported: nobody reads exits", worker_id)
+
+    def _run(self, kwargs: dict[str, Any]) -> Any:
+        """``containers.run``; an image the engine lacks and cannot pull is named clearly."""
+        errors = _sdk("docker.errors")
+        try:
+            return self._client.containers.run(**kwargs)
+        except errors.APIError as e:
+            image = kwargs["image"]
+            try:
+                self._client.images.get(image)
+            except errors.ImageNotFound:
+                build = {v: k for k, v in DEFAULT_IMAGES.items()}.get(image)
+                how = (
+                    f"docker/build.sh {'handler' if build == 'function' else build}"
+                    if build
+                    else "build or pull it"
+                )
+                raise RuntimeError(
+                    f"image {image} is not on this engine and could not be pulled "
+                    f"({getattr(e, 'explanation', None) or e}): {how}"
+                ) from None
+            raise
 
     def _remove_container(self, container_id: str) -> None:
         errors = _sdk("docker.errors")

@@ -15,6 +15,7 @@ from controller.docker_launcher import (
     LABEL_WORKER,
     DockerLauncher,
 )
+from controller.launcher import LaunchRequest
 from runtime import Client
 from tests.conftest import wait_workers
 
@@ -105,3 +106,17 @@ async def test_auto_settings_need_the_controllers_own_container(docker_client: A
     with pytest.raises(RuntimeError, match="runs in no container of this engine"):
         async with launcher:
             pass
+
+
+async def test_a_missing_image_is_named_with_how_to_build_it(
+    docker_client: Any, controller_id: str
+) -> None:
+    launcher = DockerLauncher(
+        controller_id=controller_id,
+        client=docker_client,
+        images={"function": "shoal-test-no-such-image"},
+    )
+    async with launcher:
+        with pytest.raises(RuntimeError, match="image shoal-test-no-such-image is not on"):
+            await launcher.start(LaunchRequest("echo", "w-missing", "v1", {}))
+        assert launcher.running() == set()
