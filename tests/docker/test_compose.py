@@ -36,24 +36,17 @@ from runtime import Client, protocol
 from runtime.errors import FunctionNotFound, WorkerUnavailable
 from runtime.nats_util import NatsAuth, NatsRefused, connect
 
-from .conftest import REPO, ensure_images
+from .conftest import REPO, compose_image, ensure_images
 
 pytestmark = pytest.mark.anyio
 
-COMPOSE_FILE = REPO / "compose.yaml"
-
-
-def _image_of(service: str) -> str:
-    """The image compose.yaml gives a service (the stand-ins are built under that name)."""
-    lines = COMPOSE_FILE.read_text().splitlines()
-    start = lines.index(f"  {service}:")
-    for line in lines[start + 1 :]:
-        if line.strip().startswith("image:"):
-            return line.split("image:", 1)[1].split("#")[0].strip()
-    raise AssertionError(f"compose.yaml gives {service} no image")
-
-
-IMAGES = (_image_of("nats"), _image_of("s3"), "shoal-controller", "shoal-handler")
+IMAGES = (
+    compose_image("nats"),
+    compose_image("s3"),
+    "shoal-controller",
+    "shoal-handler",
+    "shoal-executor",
+)
 PORTS = (4222, 8222, 8333)
 URL = "nats://127.0.0.1:4222"
 COMPOSE_TIMEOUT = 300.0  # seconds for one compose command (up builds nothing: images exist)
