@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 from runtime import deadletter, protocol
 from runtime.client import Client
 from runtime.errors import ShoalError
-from runtime.nats_util import connect, kv, nats_url
+from runtime.nats_util import NatsRefused, connect, kv, nats_url
 from runtime.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         anyio.run(args.run, args)
     except ShoalError as e:
         print(f"error: {e.message}", file=sys.stderr)
+        sys.exit(1)
+    except NatsRefused as e:  # wrong or missing credentials: retrying cannot help
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         pass
