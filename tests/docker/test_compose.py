@@ -16,11 +16,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from controller.docker_launcher import LABEL_WORKER
 from runtime import Client, protocol
 from runtime.errors import FunctionNotFound, WorkerUnavailable
 from runtime.nats_util import NatsAuth, NatsRefused, connect
+from storage import ObjectStore, S3Settings, StorageAccessDenied
 
 from .conftest import REPO, compose_image, ensure_images
 
@@ -245,9 +247,10 @@ async def test_compose_serves_every_example(compose: Compose, docker_client: Any
     users = {(c.get("name", ""), c.get("authorized_user", "")) for c in connz["connections"]}
     assert {u for n, u in users if n.startswith("shoal-worker-")} == {"shoal-worker"}, users
 
-    # Without credentials, nothing.
+    # Without credentials, nothing: neither NATS nor the S3 store.
     with anyio.fail_after(30), pytest.raises(NatsRefused, match="Authorization Violation"):
         await connect(URL, name="anonymous", auth=NatsAuth())
+    await anyio.to_thread.run_sync(_s3_refuses_strangers)
 
     # down -v --remove-orphans: the workers, the network and the volumes go too.
     t0 = time.monotonic()
@@ -256,6 +259,16 @@ async def test_compose_serves_every_example(compose: Compose, docker_client: Any
     assert compose.leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
     assert not [c.name for c in workers if _exists(docker_client, c.id)]
     print("compose timings (s):", {k: round(v, 1) for k, v in timings.items()})
+
+
+def _s3_refuses_strangers() -> None:
+    """compose.yaml's S3 server answers neither anonymous requests nor a wrong secret."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen("http://127.0.0.1:8333/shoal/", timeout=10)
+    assert refused.value.code == 403
+    wrong = S3Settings(endpoint="127.0.0.1:8333", access_key="shoal", secret_key="wrong")
+    with pytest.raises(StorageAccessDenied):
+        ObjectStore(replace(wrong, max_retries=0)).put_bytes("anonymous", b"x")
 
 
 def _exists(client: Any, container_id: str) -> bool:
