@@ -265,6 +265,7 @@ def _s3_refuses_strangers() -> None:
     """compose.yaml's S3 server answers neither anonymous requests nor a wrong secret."""
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen("http://127.0.0.1:8333/shoal/", timeout=10)
+    refused.value.close()  # the error carries the response (its socket)
     assert refused.value.code == 403
     wrong = S3Settings(endpoint="127.0.0.1:8333", access_key="shoal", secret_key="wrong")
     with pytest.raises(StorageAccessDenied):
