@@ -29,9 +29,9 @@ if [[ -z "${PIP:-}" ]]; then # the project's virtualenv (make), else the system'
     if [[ -x "$repo/.venv/bin/pip" ]]; then PIP="$repo/.venv/bin/pip"; else PIP="python3 -m pip"; fi
 fi
 images=()
-for image in "${@:-controller handler executor nats weed}"; do
-    # shellcheck disable=SC2206
-    [[ $image == standins ]] && images+=(nats weed) || images+=($image)
+[[ $# -gt 0 ]] || set -- controller handler executor nats weed
+for image in "$@"; do
+    if [[ $image == standins ]]; then images+=(nats weed); else images+=("$image"); fi
 done
 for image in "${images[@]}"; do
     case $image in
