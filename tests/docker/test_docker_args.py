@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller.docker_launcher import DockerLauncher
+from controller.docker_launcher import DockerLauncher, _network_of, from_env
 from controller.launcher import LaunchRequest
 from runtime.spec import FunctionSpec
 
@@ -95,3 +95,68 @@ def test_a_partitioned_models_budget_limits_its_containers() -> None:
     with made(controller_id="c1", spec_of={"radixnet": spec}.get) as launcher:
         args = launcher.run_kwargs(request("radixnet"))
         assert args["mem_limit"] == f"{64 + launcher.memory_headroom_mb}m"
+
+
+def test_compose_project_labels_make_workers_orphans_of_the_project() -> None:
+    """Under compose, a worker carries the project's labels and no service label: compose's
+    `down --remove-orphans` then removes it. The engine must not auto-remove it (compose
+    force-removes each orphan after killing it); the launcher removes exited ones itself."""
+    with made(controller_id="c1", network="shoal_default", compose_project="shoal") as launcher:
+        args = launcher.run_kwargs(request())
+        adopt_filter = launcher._labels_filter()
+    labels = args["labels"]
+    assert labels["com.docker.compose.project"] == "shoal"
+    assert labels["com.docker.compose.oneoff"] == "False"  # compose v1 lists by it
+    assert "com.docker.compose.service" not in labels
+    assert labels["shoal.controller"] == "c1" and labels["shoal.worker-id"] == "w1"
+    assert args["auto_remove"] is False
+    # Adoption never reaches into another project with the same controller id.
+    assert "com.docker.compose.project=shoal" in adopt_filter
+    assert "shoal.controller=c1" in adopt_filter
+
+
+def test_without_compose_no_compose_labels_and_the_engine_removes() -> None:
+    with made(controller_id="c1") as launcher:
+        args = launcher.run_kwargs(request())
+        adopt_filter = launcher._labels_filter()
+    assert not any(k.startswith("com.docker.compose.") for k in args["labels"])
+    assert args["auto_remove"] is True
+    assert adopt_filter == ["shoal.worker-id", "shoal.controller=c1"]
+
+
+def test_from_env_reads_the_compose_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "SHOAL_DOCKER_NETWORK": "auto",
+        "SHOAL_DOCKER_COMPOSE_PROJECT": "auto",
+        "SHOAL_DOCKER_VOLUMES": "auto:/var/cache/shoal,/srv/models:/models:ro",
+        "SHOAL_S3_ENDPOINT": "s3:8333",
+    }.items():
+        monkeypatch.setenv(key, value)
+    launcher = from_env("c1", lambda name: None)
+    try:
+        assert launcher.network == "auto" and launcher.compose_project == "auto"
+        assert launcher.volumes_from_self == {"/var/cache/shoal": "rw"}
+        assert launcher.volumes == {"/srv/models": {"bind": "/models", "mode": "ro"}}
+        assert launcher.env["SHOAL_S3_ENDPOINT"] == "s3:8333"
+    finally:
+        launcher.exits.close()
+        launcher._send.close()
+    monkeypatch.setenv("SHOAL_DOCKER_VOLUMES", "models")
+    with pytest.raises(ValueError, match="not source:/container/path"):
+        from_env("c1", lambda name: None)
+
+
+def test_auto_network_is_the_containers_own() -> None:
+    def info(mode: str, *networks: str) -> dict[str, Any]:
+        return {
+            "Name": "/shoal-controller-1",
+            "HostConfig": {"NetworkMode": mode},
+            "NetworkSettings": {"Networks": {n: {} for n in networks}},
+        }
+
+    assert _network_of(info("host", "host"), None) == "host"
+    assert _network_of(info("shoal_default", "shoal_default"), "shoal") == "shoal_default"
+    assert _network_of(info("x", "x"), None) == "x"
+    assert _network_of(info("a", "a", "shoal_default"), "shoal") == "shoal_default"
+    with pytest.raises(RuntimeError, match="is on a, b: name the one"):
+        _network_of(info("a", "a", "b"), "shoal")

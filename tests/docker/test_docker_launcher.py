@@ -12,7 +12,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from controller import deploy_file
-from controller.docker_launcher import LABEL_CONTROLLER, LABEL_FUNCTION, LABEL_WORKER
+from controller.docker_launcher import (
+    LABEL_CONTROLLER,
+    LABEL_FUNCTION,
+    LABEL_WORKER,
+    DockerLauncher,
+)
+from controller.launcher import LaunchRequest
 from runtime import Client
 from runtime.codestore import kv_limit
 from tests.conftest import wait_workers
@@ -104,3 +110,32 @@ async def test_restarted_controller_adopts_its_containers(
         # An adopted worker's exit is reported like any other.
         docker_client.api.kill(container.id)
         await until(lambda: not cluster.launcher.running())
+
+
+async def test_auto_settings_need_the_controllers_own_container(docker_client: Any) -> None:
+    """Settings "auto" (network, compose project, volumes) read the controller's own container: a
+    process in no container of this engine is told so when the launcher starts."""
+    launcher = DockerLauncher(
+        controller_id="c-auto",
+        client=docker_client,
+        network="auto",
+        compose_project="auto",
+        self_container="shoal-no-such-container",
+    )
+    with pytest.raises(RuntimeError, match="runs in no container of this engine"):
+        async with launcher:
+            pass
+
+
+async def test_a_missing_image_is_named_with_how_to_build_it(
+    docker_client: Any, controller_id: str
+) -> None:
+    launcher = DockerLauncher(
+        controller_id=controller_id,
+        client=docker_client,
+        images={"function": "shoal-test-no-such-image"},
+    )
+    async with launcher:
+        with pytest.raises(RuntimeError, match="image shoal-test-no-such-image is not on"):
+            await launcher.start(LaunchRequest("echo", "w-missing", "v1", {}))
+        assert launcher.running() == set()

@@ -1,8 +1,9 @@
 """An object store in a container that the test owns, started with testcontainers: storage/
 and a partitioned model's object channel against it, and a clear error once it stops.
 
-The upstream MinIO image cannot be pulled here, so the container is ``shoal-weed`` (SeaweedFS's
-S3 API, built by docker/build.sh); any S3 image works the same way.
+The container is the SeaweedFS image compose.yaml names (its S3 API; where no registry can be
+reached, the stand-in `docker/build.sh standins` tags under that name, with the upstream
+entrypoint); any S3 image works the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from runtime import nats_util
 from runtime.dataplane import DataPlane
 from storage import AsyncObjectStore, ObjectStore, S3Settings, StorageUnavailable
 
-from .conftest import ensure_images
+from .conftest import compose_image, ensure_images
 
 pytestmark = pytest.mark.anyio
 
@@ -30,13 +31,14 @@ testcontainers = pytest.importorskip(
     "testcontainers.core.container", reason="testcontainers is not installed (test extra)"
 )
 S3_PORT = 8333
+IMAGE = compose_image("s3")
 
 
 @pytest.fixture
 def s3_container(
     docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[S3Settings, Any]]:
-    ensure_images(docker_client, "shoal-weed")
+    ensure_images(docker_client, IMAGE)
     # Ryuk, testcontainers' reaper, is an image from a registry: the fixture cleans up itself.
     monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
     from testcontainers.core.network import Network
@@ -59,7 +61,7 @@ def s3_container(
     config.chmod(0o644)
     with Network() as network:  # a user-defined bridge: published ports work without docker0
         container = (
-            testcontainers.DockerContainer("shoal-weed")
+            testcontainers.DockerContainer(IMAGE)
             .with_command(
                 "server -dir=/tmp -ip.bind=0.0.0.0 -s3 -s3.port=8333 -s3.config=/etc/s3.json "
                 "-master.volumeSizeLimitMB=64 -volume.max=100"
