@@ -58,10 +58,11 @@ lock:
 	{ echo "# requirements/lock.txt's versions without its hashes, for pip's -c (written by make lock)"; \
 		sed -e '/--hash=/d' -e 's/ \\$$//' $(LOCK); } > $(PINS)
 
-bench: $(BIN)/.installed
+# The benchmarks reuse the tests' fixtures (pytest): the test venv.
+bench: $(BIN)/.installed-test
 	$(BIN)/python bench/bench_invoke.py
 
-bench-partition: $(BIN)/.installed
+bench-partition: $(BIN)/.installed-test
 	$(BIN)/python bench/bench_partition.py
 
 clean:
