@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,15 +28,15 @@ from nats.aio.client import Client as NATS
 
 from runtime import deadletter, protocol
 from runtime.client import Client
-from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError
-from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url, snapshot
+from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
+from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url, redact, snapshot
 from runtime.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
 from .launcher import Launcher, ProcessLauncher
 from .remove import EventsQueued, remove_function
-from .up import resolved, up, where
+from .up import resolved, until_signalled, up, where
 
 log = logging.getLogger("shoal")
 
@@ -82,11 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     # Given before or after the command (absent: not given at all).
     args.verbose = getattr(args, "verbose", False)
     args.server = getattr(args, "server", None)
-    _logging(args)
     try:
+        _logging(args)
         anyio.run(args.run, args)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # up and controller stop on Ctrl-C by themselves, with 0
+        sys.exit(130)
     except BaseException as e:  # one place turns every failure into lines and a code
         failure = _unwrap(e)
         if isinstance(failure, SystemExit | KeyboardInterrupt):
@@ -137,6 +136,10 @@ def _logging(args: argparse.Namespace) -> None:
     line per worker they start. ``-v`` shows everything, libraries included."""
     default = "INFO" if args.verbose else "WARNING"
     level = os.environ.get("SHOAL_LOG_LEVEL", default).upper()
+    if level not in logging.getLevelNamesMapping():
+        raise CliError(
+            Exit.USAGE, f"error: SHOAL_LOG_LEVEL={level}: use DEBUG, INFO, WARNING or ERROR"
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -325,11 +328,10 @@ async def _connected(args: argparse.Namespace, name: str) -> AsyncIterator[NATS]
             "  check SHOAL_NATS_USER / SHOAL_NATS_PASSWORD (or _CREDS, _NKEY_SEED, TLS files)",
         ) from None
     except (OSError, TimeoutError, nats.errors.Error) as e:
-        shown = url if "@" not in url else url.split("@", 1)[-1]
         why = str(e) or type(e).__name__
         raise CliError(
             Exit.UNREACHABLE,
-            f"error: no NATS server answers at {shown} ({why})",
+            f"error: no NATS server answers at {redact(url)} ({why})",
             "  check that it runs (`shoal up` starts one) and that --server or SHOAL_NATS_URL "
             "names it",
         ) from None
@@ -375,14 +377,14 @@ async def _controller(args: argparse.Namespace) -> None:
         launcher = ProcessLauncher(code_dir=args.data / "code")
     nc = await connect(args.server, name="shoal-controller")
     try:
-        async with launcher:
-            controller = Controller(nc, launcher, settings)
-            async with anyio.create_task_group() as tg:
-                await tg.start(controller.run)
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        break
-                tg.cancel_scope.cancel()
+
+        async def serve() -> None:
+            nonlocal controller
+            async with launcher:
+                controller = Controller(nc, launcher, settings)
+                await controller.run()
+
+        await until_signalled(serve)
     finally:
         with anyio.CancelScope(shield=True):
             await nc.drain()
@@ -414,8 +416,9 @@ async def _deploy(args: argparse.Namespace) -> None:
     unknown = set(overrides) - deployed
     if unknown:
         raise CliError(
-            Exit.USAGE,
+            Exit.FAILED,
             f"error: --set names nothing these files define: {', '.join(sorted(unknown))}",
+            "  (what they define is deployed; check the names with shoal status)",
         )
 
 
@@ -458,8 +461,13 @@ async def _invoke(args: argparse.Namespace) -> None:
 
 
 def _error_exit(wire: Any) -> Exit:
+    """Not found (3), nothing answered (6), or the function's own error (1)."""
     code = wire.get("code") if isinstance(wire, dict) else None
-    return Exit.NOT_FOUND if code == FunctionNotFound.code else Exit.FUNCTION_ERROR
+    if code == FunctionNotFound.code:
+        return Exit.NOT_FOUND
+    if code == WorkerUnavailable.code:
+        return Exit.FAILED
+    return Exit.FUNCTION_ERROR
 
 
 async def _result(args: argparse.Namespace) -> None:

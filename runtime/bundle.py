@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -103,6 +104,11 @@ class Bundle:
             if not bundle.modules():
                 raise DeployError(f"{path} holds no Python module to deploy")
         elif path.is_file() and path.suffix == ".py":
+            if not path.stem.isidentifier():
+                fixed = re.sub(r"\W", "_", path.stem)
+                raise DeployError(
+                    f"{path.name} cannot be imported as a module: rename it (e.g. {fixed}.py)"
+                )
             bundle = cls({path.name: path.read_bytes()})
         elif not path.exists():
             raise DeployError(f"{path}: no such file or folder")

@@ -38,8 +38,8 @@ def materialize(code_dir: Path, bundle: Bundle, sha: str) -> Path:
         return folder
     code_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=code_dir, prefix=f".{sha[:16]}-"))
-    bundle.write(tmp)
     try:
+        bundle.write(tmp)
         tmp.rename(folder)  # atomic: a concurrent worker never imports half a bundle
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -136,7 +136,15 @@ class NatsRefused(nats.errors.Error):
     """The server refused these credentials or this TLS setup: retrying cannot help."""
 
 
-def _redact(url: str) -> str:
+def servers(url: str) -> list[str]:
+    """The server URLs in ``url``: one, or several separated by commas (a cluster)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+def redact(url: str) -> str:
+    """``url`` (one or several, comma-separated) with any password replaced by ``***``."""
+    if "," in url:
+        return ",".join(redact(u) for u in servers(url))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -190,7 +198,7 @@ async def connect(
     :class:`NatsRefused` at once instead of being retried."""
     url = url or nats_url()
     auth = auth or NatsAuth.from_env()
-    secrets = [s for s in (auth.password, urlsplit(url).password) if s]
+    secrets = [s for s in (auth.password, *(urlsplit(u).password for u in servers(url))) if s]
     connecting = True
 
     async def on_error(e: Exception) -> None:
@@ -201,7 +209,7 @@ async def connect(
             raise e
         if connecting and _fatal(e):
             raise NatsRefused(
-                f"NATS at {_redact(url)} refused {name!r} ({auth.describe(url)}): {text}"
+                f"NATS at {redact(url)} refused {name!r} ({auth.describe(url)}): {text}"
             ) from e
         log.warning("nats (%s): %s", name, text)
         if error_cb is not None:
@@ -216,9 +224,9 @@ async def connect(
         **options,
     }
     nc = NATS()
-    check_tls = _tls_only(nc, opts, f"NATS at {_redact(url)} offers no TLS: {name!r} refused")
+    check_tls = _tls_only(nc, opts, f"NATS at {redact(url)} offers no TLS: {name!r} refused")
     try:
-        await nc.connect(url, **opts)
+        await nc.connect(servers=servers(url), **opts)
         check_tls()
     except NatsRefused as e:
         # A failed TLS upgrade has closed its socket, and asyncio would never finish closing

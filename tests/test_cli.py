@@ -322,3 +322,45 @@ async def test_rm_drains_workers_and_purges_dead_letters(cluster: Cluster) -> No
     with anyio.fail_after(30):
         await cluster.launcher.wait_all_exited()
     assert (await js.stream_info(deadletter.STREAM)).state.messages == 0
+
+
+def test_up_uses_a_local_server_that_already_runs(user_dir: Up, nats_server: EmbeddedNats) -> None:
+    user_dir.port = nats_server.port
+    proc = user_dir.start("--once")
+    assert user_dir.finish(proc) == 0, "\n".join(user_dir.lines)
+    assert user_dir.lines[0] == f"using the NATS server at nats://127.0.0.1:{nats_server.port}"
+    assert '{"text": "hello from shoal"}' in user_dir.lines
+    assert leftovers(user_dir.mark) == []  # its S3 server and workers stopped; NATS is not ours
+    assert not port_free(nats_server.port)
+
+
+async def test_options_after_the_command_and_several_servers(cluster: Cluster) -> None:
+    await cluster.deploy(FUNCTIONS / "echo.py")
+    away = f"nats://127.0.0.1:{free_port()}"
+    env = {"SHOAL_NATS_URL": away}
+    # --server after the command; a cluster's URLs, one of them away, comma-separated.
+    both = f"{away},{cluster.url}"
+    called = await ashoal("invoke", "echo", '{"b": 2}', "--server", both, env=env)
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"b": 2}
+    # A password in a URL is never printed.
+    secret = f"nats://someone:hunter2@127.0.0.1:{free_port()}"
+    refused = await ashoal("status", "--server", f"{away},{secret}", "-v")
+    assert refused.returncode == Exit.UNREACHABLE
+    assert "hunter2" not in refused.stderr and "someone:***@" in refused.stderr
+
+
+def test_a_file_name_that_is_no_module_name_is_refused(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    bad = tmp_path / "my-func.py"
+    bad.write_text("from runtime import function\n\n\n@function\ndef f(event):\n    return 1\n")
+    done = shoal("deploy", str(bad), env={"SHOAL_NATS_URL": nats_server.url})
+    assert done.returncode == Exit.FAILED, done.stderr
+    assert "rename it (e.g. my_func.py)" in done.stderr
+
+
+def test_a_bad_log_level_is_a_usage_error() -> None:
+    done = shoal("status", env={"SHOAL_LOG_LEVEL": "chatty"})
+    assert done.returncode == Exit.USAGE and "SHOAL_LOG_LEVEL" in done.stderr
+    assert "Traceback" not in done.stderr
