@@ -9,9 +9,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from nats.aio.client import Client as NATS
 
 from controller import Controller, ProcessLauncher, deploy_file
+from controller.cold import ColdPath
+from controller.deploy import ensure_stream
 from runtime import Client
+from runtime.nats_util import connect
+from runtime.spec import FunctionSpec
 from tests.conftest import FNS, Cluster, controller_settings, wait_workers, workers_of
 
 pytestmark = pytest.mark.anyio
@@ -156,3 +161,27 @@ async def test_rolling_redeploys_under_load_lose_nothing(cluster: Cluster) -> No
             reply = await answers.next_msg(timeout=60)
             seen.add(reply.headers["Shoal-Request-Id"])
     assert seen == {f"roll-{i}" for i in range(n)}
+
+
+async def test_closing_the_cold_path_loses_no_request(nats_server, nc: NATS) -> None:
+    """Requests the server routed to the controller's cold path just before it closed (the
+    first worker came up) are still queued for the workers, not dropped."""
+    spec = FunctionSpec(name="coldclose")
+    js = nc.jetstream()
+    await ensure_stream(js, spec)
+    forwarded = anyio.Event()
+    path = ColdPath(nc, spec, forwarded.set)
+    await path.open()
+    caller = await connect(nats_server.url, name="caller")
+    try:
+        n = 50
+        for i in range(n):
+            await caller.publish("fn.coldclose.call", b"{}", reply=f"answers.{i}")
+        await caller.flush()  # the server has routed all of them to the cold path
+        with anyio.fail_after(10):
+            await forwarded.wait()  # forwarding one at a time: most are still waiting
+            await path.close()
+        info = await js.stream_info(spec.stream)
+        assert info.state.messages == n
+    finally:
+        await caller.close()
