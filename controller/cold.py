@@ -56,12 +56,16 @@ class ColdPath:
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_event))
 
     async def close(self) -> None:
-        """Stop standing in; hand held executor items to the executors now serving."""
+        """Stop standing in; hand held executor items to the executors now serving.
+
+        Draining, not unsubscribing: requests the server already routed here (this is one
+        member of the workers' queue group) are still forwarded or held; an unsubscribe
+        would drop them, and their callers would wait in vain."""
         for sub in self._subs:
             try:
-                await sub.unsubscribe()
+                await sub.drain()  # type: ignore[no-untyped-call]
             except Exception as e:
-                log.debug("unsubscribe: %s", e)
+                log.debug("drain: %s", e)
         self._subs.clear()
         held, self._held = self._held, []
         for msg in held:  # after unsubscribing, so these reach an executor, not us again

@@ -97,6 +97,12 @@ class Mailbox:
             event = self.waiting.setdefault(key, anyio.Event())
             await event.wait()
 
+    async def settle(self, key: Key) -> None:
+        """Wait until ``key`` has arrived, even in a failed box: a stopping run's partitions
+        still answer (with an error) once they have stopped."""
+        while key not in self.ready:
+            await self.waiting.setdefault(key, anyio.Event()).wait()
+
 
 @dataclass
 class Sent:
@@ -216,7 +222,10 @@ class DataPlane:
 
     async def receive(self, box: Mailbox, step: int, source: int) -> Any:
         """The value ``source`` sent for ``step`` (None for "nothing for you"), once it is here."""
-        d = await box.take((step, source))
+        return await self.open(await box.take((step, source)))
+
+    async def open(self, d: Delivery) -> Any:
+        """The value a delivery carries; raises the error it reports or a failed object read."""
         if d.kind == "none":
             return None
         if d.kind == "error":

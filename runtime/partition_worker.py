@@ -9,8 +9,9 @@ coordinator and the controller are not on that path.
 
 A lost partition never hangs a request: the coordinator pings the workers of its run, and
 a worker that has gone (no responders: its connection closed) or stops answering fails the
-run with :class:`PartitionLost`; every partition is told to stop, the run's intermediates
-are swept from the object store, and the request is tried once more on live workers.
+run with :class:`PartitionLost`; every partition is told to stop, and the request is tried
+once more on live workers. A failed run is cleaned up beside the request, not in its way:
+once its partitions have stopped, its intermediates are swept from the object store.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ PING_PATIENCE = 2.0  # seconds a worker may leave a ping unanswered before it co
 TAKE_TIMEOUT = 5.0  # seconds a worker has to accept a partition
 STALE_AFTER = 3.0  # heartbeats older than this (in heartbeat periods) mean a worker is gone
 WAIT_FOR_WORKERS = 15.0  # seconds a request waits for enough ready workers
-DRAIN_GRACE = 5.0  # seconds a failed run waits for its live partitions to stop
+DRAIN_GRACE = 5.0  # seconds a failed run's cleanup waits for its live partitions to stop
 
 
 def task_subject(function: str, worker_id: str) -> str:
@@ -89,6 +90,7 @@ class Partitions:
         self._peers_changed = anyio.Event()
         self.budget = memory_budget(spec)
         self._inflight = 0
+        self._cleanups = 0  # failed runs still being cleaned up
         self._idle_since = time.monotonic()
         self._idle = anyio.Event()
         self._draining = False
@@ -124,10 +126,11 @@ class Partitions:
                 await self.plane.stop()
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new partitions and wait (up to ``timeout``) for the running ones."""
+        """Refuse new partitions and wait (up to ``timeout``) for the running ones, and for
+        the cleanup of failed runs."""
         self._draining = True
         with anyio.move_on_after(timeout):
-            while self._inflight:
+            while self._inflight or self._cleanups:
                 await self._idle.wait()
 
     async def _calibrate(self) -> None:
@@ -257,8 +260,11 @@ class Partitions:
             self._inflight -= 1
             if not self._inflight:
                 self._idle_since = time.monotonic()
-                self._idle.set()
-                self._idle = anyio.Event()
+            self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        self._idle.set()
+        self._idle = anyio.Event()
 
     async def _watch_workers(self, run: str, workers: list[str]) -> None:
         """Fail ``run`` when one of ``workers`` has gone; returns only by cancellation."""
@@ -337,6 +343,7 @@ class Partitions:
         box = self.plane.mailbox(run, count)  # the coordinator's own mailbox, index = count
         parts: list[Any] = [None] * count
         done: set[int] = set()
+        reported: set[int] = set()  # partitions that answered, with their part or an error
         failure: list[ShoalError] = []
         try:
             async with anyio.create_task_group() as tg:
@@ -376,7 +383,9 @@ class Partitions:
 
                 async def collect(i: int) -> None:
                     try:
-                        got = await self.plane.receive(box, RESULT_STEP, i)
+                        delivery = await box.take((RESULT_STEP, i))
+                        reported.add(i)  # it has stopped, whatever it answered
+                        got = await self.plane.open(delivery)
                     except ShoalError as e:
                         fail(e)
                         return
@@ -406,32 +415,49 @@ class Partitions:
                 await anyio.sleep_forever()
         finally:
             if len(done) < count:
+                error = failure[0] if failure else PartitionLost("the run was cancelled")
                 with anyio.CancelScope(shield=True):
-                    error = failure[0] if failure else PartitionLost("the run was cancelled")
-                    await self._abandon(run, roster, error, box, done)
-            self.plane.drop(run, count)
+                    await self._abandon(run, roster, error)
+                # The caller is answered now; waiting for the partitions to stop and
+                # sweeping the store happen beside it (within DRAIN_GRACE and the sweep).
+                gone = error.worker if isinstance(error, PartitionLost) else None
+                stopping = [i for i, w in enumerate(roster) if i not in reported and w != gone]
+                if self._tg is not None:
+                    self._cleanups += 1
+                    self._tg.start_soon(self._clean_up, run, count, box, stopping)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await self._clean_up(run, count, box, stopping, counted=False)
+            else:
+                self.plane.drop(run, count)
         if failure:
             raise failure[0]
         return parts
 
-    async def _abandon(
-        self, run: str, roster: list[str], error: ShoalError, box: Any, done: set[int]
-    ) -> None:
-        """Stop every partition of a failed run, then delete what it left in the store."""
+    async def _abandon(self, run: str, roster: list[str], error: ShoalError) -> None:
+        """Tell every partition of a failed run to stop."""
         try:
             await self.plane.abort(roster, run, error)
-            gone = error.worker if isinstance(error, PartitionLost) else None
+        except Exception as e:
+            log.warning("stopping the partitions of run %s failed: %s", run, e)
+
+    async def _clean_up(
+        self, run: str, count: int, box: Any, stopping: list[int], *, counted: bool = True
+    ) -> None:
+        """Once the stopping partitions of a failed run have answered (each answers, part or
+        error, as it stops; after that none writes), delete what the run left in the store."""
+        try:
             with anyio.move_on_after(DRAIN_GRACE):
-                # Partitions answer (part or error) as they stop; after that none writes.
-                for i in range(len(roster)):
-                    if i not in done and roster[i] != gone:
-                        try:
-                            await box.take((RESULT_STEP, i))
-                        except ShoalError:
-                            pass
+                for i in stopping:
+                    await box.settle((RESULT_STEP, i))
             await self.plane.sweep(run)
         except Exception as e:
             log.warning("cleaning up run %s failed: %s", run, e)
+        finally:
+            self.plane.drop(run, count)
+            if counted:
+                self._cleanups -= 1
+                self._wake_drain()
 
 
 def _rendezvous(name: str, workers: list[str], n: int) -> list[str]:

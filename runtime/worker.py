@@ -62,6 +62,7 @@ class Worker(Serving):
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
         self._running: dict[str, anyio.CancelScope] = {}
         self._cancel_watch = anyio.CancelScope()
+        self._calls = 0  # requests taken from the call subject and not yet answered
         self.partitions: Partitions | None = None  # set for a partitioned model
 
     def load(self) -> dict[str, Any]:
@@ -102,13 +103,18 @@ class Worker(Serving):
             await self._stop.wait()
             log.info("worker %s draining", self.settings.worker_id)
             await self.announce("draining")
-            await call_sub.unsubscribe()
+            try:
+                # Requests the server already routed here are still answered: an
+                # unsubscribe would drop them and leave their callers waiting.
+                await call_sub.drain()  # type: ignore[no-untyped-call]
+            except Exception as e:
+                log.warning("draining the call subject failed: %r", e)
             await stop_sub.unsubscribe()
             puller.stop()
             # Whatever is still running after the grace period is redelivered elsewhere.
             with anyio.move_on_after(self.spec.timeout + 5):
                 await pulled_out.wait()  # its last pull requests may still bring events
-                while self.slots.busy:
+                while self.slots.busy or self._calls:
                     await self._wait_release()
             tg.cancel_scope.cancel()
         await self.withdraw()
@@ -171,6 +177,7 @@ class Worker(Serving):
 
     async def _on_call(self, msg: Msg) -> None:
         assert self._tg is not None
+        self._calls += 1
         self._tg.start_soon(self._handle_call, msg)
 
     def _deliver(self, msg: Msg) -> None:
@@ -239,7 +246,11 @@ class Worker(Serving):
             log.warning("dead-lettering %s failed: %r", letter.get("original_subject"), e)
 
     async def _handle_call(self, msg: Msg) -> None:
-        await self.slots.acquire()
+        try:
+            await self.slots.acquire()
+        except BaseException:
+            self._calls -= 1  # cancelled while waiting for a slot: the worker is going away
+            raise
         try:
             headers = msg.headers or {}
             request_id = (
@@ -254,6 +265,7 @@ class Worker(Serving):
         except Exception:
             log.exception("request on %s failed", msg.subject)
         finally:
+            self._calls -= 1  # before the release, which wakes a draining worker
             self.slots.release()
 
     async def _handle_event(self, msg: Msg) -> None:

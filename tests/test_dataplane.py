@@ -134,6 +134,32 @@ async def test_abort_wakes_every_waiter_with_the_error(nc: NATS) -> None:
         await b.receive(b.mailbox("r3", 2), 0, 0)
 
 
+async def test_an_aborted_run_still_hears_its_partitions_stop(nc: NATS) -> None:
+    """After an abort, taking from the run's mailbox fails at once, but the coordinator's
+    cleanup can still wait for each partition's last word (its error, as it stops)."""
+    a, b = await planes(nc)
+    box = b.mailbox("r5", 2)  # the coordinator's box of a run with partitions 0 and 1
+    await a.abort(["b"], "r5", PartitionLost("partition 0 went away"))
+    with anyio.fail_after(5):
+        while box.error is None:  # the abort crosses NATS
+            await box.waiting.setdefault((0, 0), anyio.Event()).wait()
+    with pytest.raises(PartitionLost):
+        await box.take((-1, 1))
+    arrived: list[bool] = []
+
+    async def settle(i: int) -> None:
+        await box.settle((-1, i))
+        arrived.append((-1, i) in box.ready)  # it returned for the answer, not the abort
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(settle, 1)
+            await a.send_error("b", "r5", 1, 2, PartitionLost("stopped"))
+    assert arrived == [True]
+    with pytest.raises(PartitionLost, match="stopped"):
+        await b.open(box.ready.pop((-1, 1)))
+
+
 async def test_object_channel_deletes_what_it_read(nc: NATS, s3_server: S3Server) -> None:
     store = AsyncObjectStore.from_settings(s3_server.settings(bucket=f"dp-{uuid.uuid4().hex[:8]}"))
     await store.ensure_bucket()

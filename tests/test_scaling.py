@@ -6,12 +6,18 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from nats.aio.client import Client as NATS
 
 from controller import Controller, ProcessLauncher, deploy_file
-from runtime import Client
+from controller.cold import ColdPath
+from controller.deploy import ensure_stream
+from runtime import Client, protocol
+from runtime.nats_util import connect
+from runtime.spec import FunctionSpec
 from tests.conftest import FNS, Cluster, controller_settings, wait_workers, workers_of
 
 pytestmark = pytest.mark.anyio
@@ -156,3 +162,62 @@ async def test_rolling_redeploys_under_load_lose_nothing(cluster: Cluster) -> No
             reply = await answers.next_msg(timeout=60)
             seen.add(reply.headers["Shoal-Request-Id"])
     assert seen == {f"roll-{i}" for i in range(n)}
+
+
+async def test_closing_the_cold_path_loses_no_request(nats_server, nc: NATS) -> None:
+    """Requests the server routed to the controller's cold path just before it closed (the
+    first worker came up) are still queued for the workers, not dropped."""
+    spec = FunctionSpec(name="coldclose")
+    js = nc.jetstream()
+    await ensure_stream(js, spec)
+    forwarded = anyio.Event()
+    path = ColdPath(nc, spec, forwarded.set)
+    await path.open()
+    caller = await connect(nats_server.url, name="caller")
+    try:
+        n = 50
+        for i in range(n):
+            await caller.publish("fn.coldclose.call", b"{}", reply=f"answers.{i}")
+        await caller.flush()  # the server has routed all of them to the cold path
+        with anyio.fail_after(10):
+            await forwarded.wait()  # forwarding one at a time: most are still waiting
+            await path.close()
+        info = await js.stream_info(spec.stream)
+        assert info.state.messages == n
+    finally:
+        await caller.close()
+
+
+async def test_a_draining_worker_answers_the_requests_already_routed_to_it(
+    cluster: Cluster,
+) -> None:
+    """A worker told to stop right behind a burst of requests answers every request the
+    server had routed to it before it left the queue group, before it exits."""
+    await cluster.deploy(FNS / "basics.py")
+    client = Client(cluster.nc)
+    assert await client.call("ping", {"n": -1}, timeout=30) is not None  # a warm worker
+    (worker,) = (await wait_workers(cluster.nc, "ping", lambda e: len(e) == 1)).values()
+    caller = await connect(cluster.url, name="caller")
+    try:
+        n = 2000
+        replies = [f"drained.{i}" for i in range(n)]
+        answered: set[str] = set()
+        done = anyio.Event()
+
+        async def on_answer(msg: Any) -> None:
+            answered.add(msg.subject)
+            if len(answered) == n:
+                done.set()
+
+        await caller.subscribe("drained.*", cb=on_answer)
+        for reply in replies:
+            await caller.publish("fn.ping.call", b'{"n": 1}', reply=reply)
+        # Right behind the burst on the same connection: the stop reaches the worker while
+        # most of the burst is still waiting in its subscription.
+        await caller.publish(protocol.worker_stop_subject(str(worker["id"])), b"")
+        await caller.flush()
+        with anyio.fail_after(30):
+            await done.wait()
+        assert answered == set(replies)
+    finally:
+        await caller.close()
