@@ -15,7 +15,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from . import protocol
@@ -261,17 +261,23 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
 
 
 async def snapshot(bucket: KeyValue) -> dict[str, bytes]:
-    """Every key's current value in ``bucket``, read once (deleted keys left out)."""
+    """Every key's current value in ``bucket``, read once (deleted keys left out).
+
+    The keys come from the bucket's stream (its subjects), each value from a direct read.
+    Not a watch: nats-py's watcher can report "no more initial values" before the values it
+    has already received (a race between its consumer-info check and its message handler),
+    and a snapshot that silently misses keys would, for one, let unused-code pruning delete
+    code that deployed functions still name.
+    """
+    prefix = f"$KV.{bucket._name}."
+    info = await bucket._js.stream_info(bucket._stream, subjects_filter=f"{prefix}>")
     out: dict[str, bytes] = {}
-    watcher = await bucket.watchall()
-    try:
-        async for entry in watcher:
-            if entry is None:  # the initial values are all in
-                break
-            if entry.value and entry.operation is None:
-                out[entry.key] = entry.value
-            else:
-                out.pop(entry.key, None)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    for subject in sorted(info.state.subjects or {}):
+        key = subject[len(prefix) :]
+        try:
+            entry = await bucket.get(key)
+        except (KeyNotFoundError, NotFoundError):  # deleted, purged or expired meanwhile
+            continue
+        if entry.value:
+            out[key] = entry.value
     return out
