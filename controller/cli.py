@@ -16,7 +16,6 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from enum import IntEnum
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,7 +25,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from runtime import deadletter, protocol
+from runtime import __version__, deadletter, protocol
 from runtime.client import Client
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
 from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url, redact, snapshot
@@ -174,13 +173,6 @@ class _PlainFormatter(logging.Formatter):
         return text
 
 
-def _version() -> str:
-    try:
-        return version("shoal")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -203,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 the function answered an error, 2 usage, 3 not found, "
         "4 NATS unreachable, 5 refused (credentials or permissions), 6 other failure",
     )
-    p.add_argument("--version", action="version", version=f"shoal {_version()}")
+    p.add_argument("--version", action="version", version=f"shoal {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, run: Callable[..., Any], help: str) -> argparse.ArgumentParser:
