@@ -31,7 +31,7 @@ from bench.bench_invoke import concurrent, pct  # noqa: E402
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
 from runtime import Client  # noqa: E402
-from runtime.nats_util import connect  # noqa: E402
+from runtime.wire.connection import connect  # noqa: E402
 from tests.conftest import wait_workers  # noqa: E402
 
 EMBED = ROOT / "functions" / "embed.py"

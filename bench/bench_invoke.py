@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
-from runtime.nats_util import connect  # noqa: E402
+from runtime.wire.connection import connect  # noqa: E402
 
 RAW_RESPONDER = """
 import asyncio, sys, nats

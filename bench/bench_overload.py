@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
-from runtime import protocol  # noqa: E402
-from runtime.nats_util import connect  # noqa: E402
+from runtime.wire import protocol  # noqa: E402
+from runtime.wire.connection import connect  # noqa: E402
 from tests.conftest import workers_of  # noqa: E402
 
 FUNCTION = """

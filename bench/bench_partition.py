@@ -38,11 +38,12 @@ sys.path.insert(0, str(ROOT))
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
 from controller.embedded_s3 import EmbeddedS3  # noqa: E402
-from runtime import Client, calibration  # noqa: E402
-from runtime.costmodel import Prices  # noqa: E402
-from runtime.dataplane import DataPlane  # noqa: E402
-from runtime.nats_util import connect  # noqa: E402
-from runtime.partition_worker import object_store_from_env  # noqa: E402
+from runtime import Client  # noqa: E402
+from runtime.partition import calibration  # noqa: E402
+from runtime.partition.costmodel import Prices  # noqa: E402
+from runtime.partition.dataplane import DataPlane  # noqa: E402
+from runtime.partition.worker import object_store_from_env  # noqa: E402
+from runtime.wire.connection import connect  # noqa: E402
 
 FUNCTION = "bench"
 RUN = "bench-run"

@@ -25,11 +25,12 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from runtime import __version__, deadletter, protocol
+from runtime import __version__
 from runtime.client import Client
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
-from runtime.nats_util import NatsAuth, NatsRefused, connect, kv, nats_url, redact, snapshot
-from runtime.spec import FunctionSpec
+from runtime.wire import deadletter, protocol
+from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv, nats_url, redact, snapshot
+from runtime.wire.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
@@ -588,8 +589,8 @@ async def _status(args: argparse.Namespace) -> None:
 
 
 async def _calibrate(args: argparse.Namespace) -> None:
-    from runtime import calibration
-    from runtime.partition_worker import object_store_from_env
+    from runtime.partition import calibration
+    from runtime.partition.worker import object_store_from_env
 
     async with _connected(args, "shoal-calibrate") as nc:
         model = await calibration.measure(nc, object_store_from_env())

@@ -16,9 +16,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from runtime import codec, protocol
 from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError, WorkerUnavailable
-from runtime.spec import FunctionSpec
+from runtime.wire import codec, protocol
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.cold")
 

@@ -25,10 +25,11 @@ import msgpack
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
-from runtime import calibration, protocol
-from runtime.nats_util import NATS_AUTH_VARS, kv, nats_url
-from runtime.partition_worker import object_store_from_env
-from runtime.spec import FunctionSpec
+from runtime.partition import calibration
+from runtime.partition.worker import object_store_from_env
+from runtime.wire import protocol
+from runtime.wire.connection import NATS_AUTH_VARS, kv, nats_url
+from runtime.wire.spec import FunctionSpec
 
 from .cold import ColdPath
 from .exhausted import watch_exhausted

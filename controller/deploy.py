@@ -27,14 +27,14 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 
-from runtime import deadletter, protocol
-from runtime.bundle import Bundle
-from runtime.codestore import prune_code, put_code
-from runtime.decorator import Definition
+from runtime.bundles.bundle import Bundle
+from runtime.bundles.loader import definitions, import_module, unload
+from runtime.bundles.store import prune_code, put_code
+from runtime.define.decorator import Definition
 from runtime.errors import DeployError
-from runtime.loader import definitions, import_module, unload
-from runtime.nats_util import kv
-from runtime.spec import FunctionSpec
+from runtime.wire import deadletter, protocol
+from runtime.wire.connection import kv
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.deploy")
 

@@ -39,7 +39,7 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
-from runtime.spec import FunctionSpec
+from runtime.wire.spec import FunctionSpec
 
 from .launcher import LaunchRequest, WorkerExit
 

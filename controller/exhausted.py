@@ -16,12 +16,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from runtime import codec, protocol
-from runtime.deadletter import dead_letter
 from runtime.errors import DeliveryExhausted
-from runtime.nats_util import kv
-from runtime.results import ResultStore, make_result
-from runtime.spec import FunctionSpec
+from runtime.wire import codec, protocol
+from runtime.wire.connection import kv
+from runtime.wire.deadletter import dead_letter
+from runtime.wire.results import ResultStore, make_result
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.exhausted")
 

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runtime.nats_util import NATS_AUTH_VARS
+from runtime.wire.connection import NATS_AUTH_VARS
 
 log = logging.getLogger("shoal.launcher")
 

@@ -17,11 +17,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from runtime import deadletter, protocol
-from runtime.codestore import code_in_use, delete_code
+from runtime.bundles.store import code_in_use, delete_code
 from runtime.errors import FunctionNotFound, ShoalError
-from runtime.nats_util import kv, snapshot
-from runtime.spec import FunctionSpec
+from runtime.wire import deadletter, protocol
+from runtime.wire.connection import kv, snapshot
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.deploy")
 

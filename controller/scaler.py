@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from runtime.spec import FunctionSpec
+from runtime.wire.spec import FunctionSpec
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from urllib.parse import urlparse
 import anyio
 from nats.aio.client import Client as NATS
 
-from runtime import protocol
 from runtime.client import Client
 from runtime.errors import ShoalError
-from runtime.nats_util import connect, kv, nats_url, redact, servers
-from runtime.spec import FunctionSpec
+from runtime.wire import protocol
+from runtime.wire.connection import connect, kv, nats_url, redact, servers
+from runtime.wire.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file

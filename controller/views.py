@@ -10,7 +10,7 @@ import anyio
 import msgpack
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from runtime.spec import FunctionSpec
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.views")
 

@@ -39,8 +39,9 @@ from controller import (  # noqa: E402
     ProcessLauncher,
     deploy_file,
 )
-from runtime import Client, protocol  # noqa: E402
-from runtime.nats_util import connect, kv  # noqa: E402
+from runtime import Client  # noqa: E402
+from runtime.wire import protocol  # noqa: E402
+from runtime.wire.connection import connect, kv  # noqa: E402
 
 
 @asynccontextmanager

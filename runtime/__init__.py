@@ -8,10 +8,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .client import Client
-from .context import Context
-from .decorator import executor, function
-from .errors import (
+from runtime.client import Client
+from runtime.context import Context
+from runtime.define.decorator import executor, function
+from runtime.define.partitioned import Plan, partitioned
+from runtime.errors import (
     DefinitionError,
     DeployError,
     ExecutorUnavailable,
@@ -27,9 +28,8 @@ from .errors import (
     ShoalError,
     WorkerUnavailable,
 )
-from .partitioned import Plan, partitioned
-from .results import Result
-from .shard import Shard
+from runtime.partition.shard import Shard
+from runtime.wire.results import Result
 
 try:  # the installed distribution's version: pyproject.toml is the one place it is written
     __version__ = version("shoal")

@@ -13,11 +13,11 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from . import codec, protocol
-from .codec import Encoding
-from .errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
-from .nats_util import connect, kv
-from .results import Result, ResultStore
+from runtime.errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
+from runtime.wire import codec, protocol
+from runtime.wire.codec import Encoding
+from runtime.wire.connection import connect, kv
+from runtime.wire.results import Result, ResultStore
 
 
 class Client:

@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
-from runtime import protocol
-from runtime.nats_util import connect, kv
+from runtime.wire import protocol
+from runtime.wire.connection import connect, kv
 from tests.storage.conftest import S3Server, s3_server
 
 __all__ = ["S3Server", "s3_server"]  # the real S3 server fixture, for tests outside storage/

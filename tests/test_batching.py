@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from runtime import FunctionError
-from runtime.batching import Batcher, ServiceModel
+from runtime.worker.batching import Batcher, ServiceModel
 
 pytestmark = pytest.mark.anyio
 

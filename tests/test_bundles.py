@@ -19,12 +19,13 @@ from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 import storage
 from controller import EmbeddedNats, deploy_file
 from controller.deploy import deploy_spec
-from runtime import Client, DeployError, protocol
-from runtime.bundle import Bundle
-from runtime.codestore import kv_limit, prune_code
-from runtime.loader import PREFIX
-from runtime.nats_util import kv
-from runtime.spec import FunctionSpec
+from runtime import Client, DeployError
+from runtime.bundles.bundle import Bundle
+from runtime.bundles.loader import PREFIX
+from runtime.bundles.store import kv_limit, prune_code
+from runtime.wire import protocol
+from runtime.wire.connection import kv
+from runtime.wire.spec import FunctionSpec
 from tests.conftest import Cluster, S3Server
 
 pytestmark = pytest.mark.anyio

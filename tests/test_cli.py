@@ -27,8 +27,9 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from controller import EmbeddedNats, deploy_file
 from controller.cli import Exit
 from controller.up import SERVING
-from runtime import Client, deadletter, protocol
-from runtime.nats_util import kv
+from runtime import Client
+from runtime.wire import deadletter, protocol
+from runtime.wire.connection import kv
 from tests.conftest import FNS, FUNCTIONS, Cluster
 
 pytestmark = pytest.mark.anyio

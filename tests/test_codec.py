@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime import InvalidPayload, ResultNotSerializable
-from runtime.codec import decode, encode
 from runtime.errors import FunctionTimeout, ShoalError
+from runtime.wire.codec import decode, encode
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),

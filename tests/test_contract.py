@@ -10,8 +10,9 @@ import anyio
 import msgpack
 import pytest
 
-from runtime import Client, InvalidPayload, protocol
-from runtime.nats_util import kv
+from runtime import Client, InvalidPayload
+from runtime.wire import protocol
+from runtime.wire.connection import kv
 from tests.conftest import FNS, FUNCTIONS, Cluster
 
 pytestmark = pytest.mark.anyio

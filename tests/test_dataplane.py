@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from nats.aio.client import Client as NATS
 
-from runtime import PartitionLost, calibration
-from runtime.costmodel import CostModel, Link, Prices, fit, maybe_compress
-from runtime.dataplane import ZLIB, DataPlane
+from runtime import PartitionLost
+from runtime.partition import calibration
+from runtime.partition.costmodel import CostModel, Link, Prices, fit, maybe_compress
+from runtime.partition.dataplane import ZLIB, DataPlane
 from storage import AsyncObjectStore
 from tests.conftest import S3Server
 

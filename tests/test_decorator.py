@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from runtime import DefinitionError, InvalidPayload, ModelTooLarge, Plan, function, partitioned
-from runtime.decorator import definition_of
-from runtime.partitioned import check_plan
-from runtime.spec import FunctionSpec
+from runtime.define.decorator import definition_of
+from runtime.define.partitioned import check_plan
+from runtime.wire.spec import FunctionSpec
 
 
 def test_bare_and_called_forms() -> None:

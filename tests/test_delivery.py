@@ -9,7 +9,8 @@ import sys
 import anyio
 import pytest
 
-from runtime import Client, deadletter, protocol
+from runtime import Client
+from runtime.wire import deadletter, protocol
 from tests.conftest import FNS, Cluster, wait_workers
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 
 from controller import Controller, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client
-from runtime.nats_util import connect
+from runtime.wire.connection import connect
 from tests.conftest import FAST, FNS, controller_settings, wait_workers
 
 pytestmark = pytest.mark.anyio

@@ -47,9 +47,10 @@ from nats.errors import BadSubjectError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
 
-from runtime import Client, codec, errors, protocol
-from runtime.nats_util import connect
-from runtime.results import make_result
+from runtime import Client, errors
+from runtime.wire import codec, protocol
+from runtime.wire.connection import connect
+from runtime.wire.results import make_result
 from tests.conftest import FNS, FUNCTIONS, Cluster, wait_workers, workers_of
 
 pytestmark = pytest.mark.anyio

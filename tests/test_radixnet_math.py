@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from functions import radixnet as R
-from runtime import InvalidPayload, codec, protocol
-from runtime.decorator import definition_of
+from runtime import InvalidPayload
+from runtime.define.decorator import definition_of
+from runtime.define.partitioned import check_plan, memory_budget
 from runtime.errors import ModelTooLarge
-from runtime.partitioned import check_plan, memory_budget
+from runtime.wire import codec, protocol
 
 N = 1024
 

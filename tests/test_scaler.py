@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.scaler import Observation, WorkerState, decide
-from runtime.spec import FunctionSpec
+from runtime.wire.spec import FunctionSpec
 
 SPEC = FunctionSpec(name="f", concurrency=4, max_workers=3, idle_timeout=10, code_sha="x")
 

@@ -15,9 +15,10 @@ from nats.aio.client import Client as NATS
 from controller import Controller, ProcessLauncher, deploy_file
 from controller.cold import ColdPath
 from controller.deploy import ensure_stream
-from runtime import Client, protocol
-from runtime.nats_util import connect
-from runtime.spec import FunctionSpec
+from runtime import Client
+from runtime.wire import protocol
+from runtime.wire.connection import connect
+from runtime.wire.spec import FunctionSpec
 from tests.conftest import FNS, Cluster, controller_settings, wait_workers, workers_of
 
 pytestmark = pytest.mark.anyio

@@ -25,9 +25,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
-from runtime import Client, protocol
-from runtime.codestore import kv_limit
-from runtime.nats_util import NatsAuth, NatsRefused, connect, kv
+from runtime import Client
+from runtime.bundles.store import kv_limit
+from runtime.wire import protocol
+from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
 from tests.test_bundles import BIG, write
 from tests.test_cli import Exit, ashoal

@@ -33,9 +33,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
 
 from controller.docker_launcher import LABEL_WORKER
-from runtime import Client, protocol
+from runtime import Client
 from runtime.errors import FunctionNotFound, WorkerUnavailable
-from runtime.nats_util import NatsAuth, NatsRefused, connect
+from runtime.wire import protocol
+from runtime.wire.connection import NatsAuth, NatsRefused, connect
 from storage import ObjectStore, S3Settings, StorageAccessDenied
 
 from .conftest import REPO, compose_image, ensure_images

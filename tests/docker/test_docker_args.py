@@ -10,7 +10,7 @@ import pytest
 
 from controller.docker_launcher import DockerLauncher, _network_of, from_env
 from controller.launcher import LaunchRequest
-from runtime.spec import FunctionSpec
+from runtime.wire.spec import FunctionSpec
 
 from .conftest import NO_SDK, docker
 

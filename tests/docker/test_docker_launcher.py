@@ -20,7 +20,7 @@ from controller.docker_launcher import (
 )
 from controller.launcher import LaunchRequest
 from runtime import Client
-from runtime.codestore import kv_limit
+from runtime.bundles.store import kv_limit
 from tests.conftest import wait_workers
 from tests.test_bundles import BIG, write
 

@@ -19,8 +19,8 @@ import anyio
 import numpy as np
 import pytest
 
-from runtime import nats_util
-from runtime.dataplane import DataPlane
+from runtime.partition.dataplane import DataPlane
+from runtime.wire import connection
 from storage import AsyncObjectStore, ObjectStore, S3Settings, StorageUnavailable
 
 from .conftest import compose_image, ensure_images
@@ -118,7 +118,7 @@ async def test_object_channel_through_the_container_then_it_stops(
 ) -> None:
     settings, container = s3_container
     store = AsyncObjectStore.from_settings(settings)
-    nc = await nats_util.connect(nats_server.url, name="tc-test")
+    nc = await connection.connect(nats_server.url, name="tc-test")
     try:
         a, b = DataPlane(nc, "tc", "a", store), DataPlane(nc, "tc", "b", store)
         await a.start()

@@ -26,8 +26,9 @@ sentence_transformers = pytest.importorskip("sentence_transformers")
 import onnx  # noqa: E402
 
 from functions import embed as E  # noqa: E402
-from runtime import ExecutorUnavailable, InvalidPayload, codec  # noqa: E402
-from runtime.decorator import definition_of  # noqa: E402
+from runtime import ExecutorUnavailable, InvalidPayload  # noqa: E402
+from runtime.define.decorator import definition_of  # noqa: E402
+from runtime.wire import codec  # noqa: E402
 
 pytestmark = [
     # Emitted from inside torch.onnx.export (torch 2.13), not by the code under test.

@@ -24,9 +24,10 @@ safetensors = pytest.importorskip("safetensors")
 
 from functions import embed as E  # noqa: E402
 from functions import embed_staged as S  # noqa: E402
-from runtime import InvalidPayload, ModelTooLarge, Plan, codec  # noqa: E402
-from runtime.decorator import definition_of  # noqa: E402
-from runtime.partitioned import check_plan, memory_budget  # noqa: E402
+from runtime import InvalidPayload, ModelTooLarge, Plan  # noqa: E402
+from runtime.define.decorator import definition_of  # noqa: E402
+from runtime.define.partitioned import check_plan, memory_budget  # noqa: E402
+from runtime.wire import codec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HIDDEN = 384

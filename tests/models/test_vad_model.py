@@ -23,8 +23,9 @@ torch = pytest.importorskip("torch")
 silero_vad = pytest.importorskip("silero_vad")
 
 from functions import vad as V  # noqa: E402
-from runtime import InvalidPayload, codec  # noqa: E402
-from runtime.decorator import definition_of  # noqa: E402
+from runtime import InvalidPayload  # noqa: E402
+from runtime.define.decorator import definition_of  # noqa: E402
+from runtime.wire import codec  # noqa: E402
 from tests.models.data import make_speech  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

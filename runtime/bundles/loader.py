@@ -19,9 +19,9 @@ from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 
-from .bundle import Bundle
-from .decorator import Definition, definition_of
-from .errors import DeployError
+from runtime.bundles.bundle import Bundle
+from runtime.define.decorator import Definition, definition_of
+from runtime.errors import DeployError
 
 PREFIX = "shoal_user_"
 

@@ -11,11 +11,11 @@ from anyio.abc import TaskGroup
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from . import codec, protocol
-from .batching import Batcher
-from .errors import ShoalError
-from .serving import Serving, WorkerSettings, idle_for
-from .spec import FunctionSpec
+from runtime.errors import ShoalError
+from runtime.wire import codec, protocol
+from runtime.wire.spec import FunctionSpec
+from runtime.worker.batching import Batcher
+from runtime.worker.serving import Serving, WorkerSettings, idle_for
 
 log = logging.getLogger("shoal.executor")
 

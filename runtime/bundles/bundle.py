@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import DeployError
+from runtime.errors import DeployError
 
 MAX_BUNDLE = 64 * 1024 * 1024  # bytes of files, before compression: weights go in storage/
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry

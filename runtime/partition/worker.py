@@ -4,7 +4,7 @@ Every worker of a partitioned model does both. The worker that receives a reques
 function's durable consumer or its ``.call`` subject, like any function) coordinates it:
 ``plan()``, then it picks one live worker per partition, hands each its partition over
 ``shoal.part.<function>.<worker>``, waits for every partition's part and ``combine()``s
-them. Partitions exchange intermediates among themselves (:mod:`runtime.dataplane`); the
+them. Partitions exchange intermediates among themselves (:mod:`runtime.partition.dataplane`); the
 coordinator and the controller are not on that path.
 
 A lost partition never hangs a request: the coordinator pings the workers of its run, and
@@ -33,15 +33,16 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from . import calibration, protocol
-from .context import Context
-from .dataplane import RESULT_STEP, DataPlane, new_run_id
-from .errors import FunctionError, PartitionLost, ShoalError, WorkerUnavailable
-from .invoker import run_hook
-from .nats_util import kv
-from .partitioned import check_plan, memory_budget
-from .shard import Shard
-from .spec import FunctionSpec
+from runtime.context import Context
+from runtime.define.partitioned import check_plan, memory_budget
+from runtime.errors import FunctionError, PartitionLost, ShoalError, WorkerUnavailable
+from runtime.partition import calibration
+from runtime.partition.dataplane import RESULT_STEP, DataPlane, new_run_id
+from runtime.partition.shard import Shard
+from runtime.wire import protocol
+from runtime.wire.connection import kv
+from runtime.wire.spec import FunctionSpec
+from runtime.worker.invoker import run_hook
 
 log = logging.getLogger("shoal.partitions")
 

@@ -17,9 +17,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from . import protocol
-from .nats_util import kv, nats_url
-from .spec import FunctionSpec
+from runtime.wire import protocol
+from runtime.wire.connection import kv, nats_url
+from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.worker")
 

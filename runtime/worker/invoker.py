@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .context import Context
-from .decorator import Definition
-from .errors import FunctionError, FunctionTimeout, ShoalError
+from runtime.context import Context
+from runtime.define.decorator import Definition
+from runtime.errors import FunctionError, FunctionTimeout, ShoalError
 
 log = logging.getLogger("shoal.invoker")
 

@@ -18,7 +18,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from . import protocol
+from runtime.wire import protocol
 
 log = logging.getLogger("shoal.nats")
 

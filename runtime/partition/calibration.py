@@ -16,10 +16,10 @@ import anyio
 import msgpack
 from nats.aio.client import Client as NATS
 
-from . import protocol
-from .costmodel import CostModel, Link
-from .dataplane import DataPlane
-from .nats_util import kv
+from runtime.partition.costmodel import CostModel, Link
+from runtime.partition.dataplane import DataPlane
+from runtime.wire import protocol
+from runtime.wire.connection import kv
 
 log = logging.getLogger("shoal.calibration")
 

@@ -5,7 +5,7 @@ A message names its run, step, source and destination partition in headers; the 
 worker files it in a :class:`Mailbox` per (run, partition) until the partition asks for it,
 so a message that arrives before its partition started, or for a later step, just waits.
 
-A payload travels inline (msgpack, zlib when :func:`~runtime.costmodel.maybe_compress` says
+A payload travels inline (msgpack, zlib when ``maybe_compress`` says
 it pays, split into chunks at the server's max payload) or as an object in the object store
 whose reference travels inline; the receiver deletes the object once it has read it.
 """
@@ -25,9 +25,9 @@ import msgpack
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from . import codec
-from .costmodel import DEFAULT_OBJECT, CostModel, Link, fit, maybe_compress
-from .errors import IntermediateStoreError, ShoalError
+from runtime.errors import IntermediateStoreError, ShoalError
+from runtime.partition.costmodel import DEFAULT_OBJECT, CostModel, Link, fit, maybe_compress
+from runtime.wire import codec
 
 log = logging.getLogger("shoal.dataplane")
 

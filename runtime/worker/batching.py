@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .errors import FunctionError, ShoalError
+from runtime.errors import FunctionError, ShoalError
 
 log = logging.getLogger("shoal.batching")
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .decorator import ATTR, Definition
-from .errors import DefinitionError, InvalidPayload, ModelTooLarge
-from .spec import FunctionSpec
+from runtime.define.decorator import ATTR, Definition
+from runtime.errors import DefinitionError, InvalidPayload, ModelTooLarge
+from runtime.wire.spec import FunctionSpec
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 
-from .dataplane import DataPlane, Mailbox, Sent
-from .errors import ShoalError
+from runtime.errors import ShoalError
+from runtime.partition.dataplane import DataPlane, Mailbox, Sent
 
 
 class Shard:

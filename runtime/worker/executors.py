@@ -11,12 +11,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from . import codec, protocol
-from .batching import Batcher
-from .decorator import Definition
-from .errors import ExecutorUnavailable, ShoalError
-from .invoker import run_hook
-from .spec import FunctionSpec
+from runtime.define.decorator import Definition
+from runtime.errors import ExecutorUnavailable, ShoalError
+from runtime.wire import codec, protocol
+from runtime.wire.spec import FunctionSpec
+from runtime.worker.batching import Batcher
+from runtime.worker.invoker import run_hook
 
 log = logging.getLogger("shoal.executors")
 

@@ -23,23 +23,23 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from . import codec, protocol
-from .bundle import Bundle
-from .codestore import get_code
-from .context import Context
-from .deadletter import dead_letter
-from .decorator import Definition, definition_of
-from .errors import Cancelled, DeployError, PayloadTooLarge, ShoalError
-from .executor_worker import ExecutorWorker
-from .executors import LocalExecutor, RemoteExecutor, start_executor
-from .invoker import Invoker
-from .loader import import_module, materialize
-from .nats_util import connect, kv
-from .partition_worker import Partitions, start_partitions
-from .pull import Puller, Slots
-from .results import Result, ResultStore, make_result
-from .serving import Serving, WorkerSettings, idle_for
-from .spec import FunctionSpec
+from runtime.bundles.bundle import Bundle
+from runtime.bundles.loader import import_module, materialize
+from runtime.bundles.store import get_code
+from runtime.context import Context
+from runtime.define.decorator import Definition, definition_of
+from runtime.errors import Cancelled, DeployError, PayloadTooLarge, ShoalError
+from runtime.partition.worker import Partitions, start_partitions
+from runtime.wire import codec, protocol
+from runtime.wire.connection import connect, kv
+from runtime.wire.deadletter import dead_letter
+from runtime.wire.results import Result, ResultStore, make_result
+from runtime.wire.spec import FunctionSpec
+from runtime.worker.executor import ExecutorWorker
+from runtime.worker.executors import LocalExecutor, RemoteExecutor, start_executor
+from runtime.worker.invoker import Invoker
+from runtime.worker.pull import Puller, Slots
+from runtime.worker.serving import Serving, WorkerSettings, idle_for
 
 log = logging.getLogger("shoal.worker")
 

@@ -10,9 +10,9 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from . import codec, protocol
-from .codec import Encoding
-from .errors import PayloadTooLarge, ShoalError
+from runtime.errors import PayloadTooLarge, ShoalError
+from runtime.wire import codec, protocol
+from runtime.wire.codec import Encoding
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 
-from . import protocol
-from .errors import DefinitionError
+from runtime.errors import DefinitionError
+from runtime.wire import protocol
 
 ENGINES = ("torch", "onnxruntime", "custom")
 CHANNELS = ("auto", "inline", "object")

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import msgpack
 
-from . import protocol
-from .errors import InvalidPayload, ResultNotSerializable, ShoalError
+from runtime.errors import InvalidPayload, ResultNotSerializable, ShoalError
+from runtime.wire import protocol
 
 Encoding = Literal["json", "msgpack"]
 

@@ -14,9 +14,9 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.object_store import ObjectStore
 
-from . import protocol
-from .errors import DeployError
-from .nats_util import kv, snapshot
+from runtime.errors import DeployError
+from runtime.wire import protocol
+from runtime.wire.connection import kv, snapshot
 
 log = logging.getLogger("shoal.code")
 

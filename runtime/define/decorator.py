@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from .errors import DefinitionError
-from .spec import FunctionSpec
+from runtime.errors import DefinitionError
+from runtime.wire.spec import FunctionSpec
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Declaring functions: the `@function`, `@executor` and `@partitioned` decorators."""
