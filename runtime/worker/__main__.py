@@ -1,5 +1,5 @@
 """``python -m runtime.worker``: the one entry point of every worker process."""
 
-from runtime.worker.handler import main
+from runtime.worker.main import main
 
 main()

@@ -1,42 +1,27 @@
-"""Worker processes: a handler worker serves one function from its durable consumer and its
-request/reply subject; an executor worker serves one model executor to handler workers.
-
-Run as ``python -m runtime.worker`` with settings from the environment (the controller's
-launchers do that). :class:`Worker` can also run inside another program.
+"""A handler worker: serves one function from its durable consumer and its request/reply
+subject. Built by :mod:`runtime.worker.assembly`, run by :mod:`runtime.worker.main`
+(``python -m runtime.worker``); :class:`Worker` can also run inside another program.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 import uuid
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js.errors import NotFoundError
 
-from runtime.bundles.bundle import Bundle
-from runtime.bundles.loader import import_module, materialize
-from runtime.bundles.store import get_code
 from runtime.context import Context
-from runtime.define.decorator import Definition, definition_of
-from runtime.errors import Cancelled, DeployError, PayloadTooLarge, ShoalError
-from runtime.partition.worker import Partitions, start_partitions
+from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
+from runtime.partition.worker import Partitions
 from runtime.wire import codec, protocol
-from runtime.wire.connection import connect, kv
+from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.results import Result, ResultStore, make_result
-from runtime.wire.spec import FunctionSpec
-from runtime.worker.executor import ExecutorWorker
-from runtime.worker.executors import LocalExecutor, RemoteExecutor, start_executor
 from runtime.worker.invoker import Invoker
 from runtime.worker.pull import Puller, Slots
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
@@ -45,7 +30,6 @@ log = logging.getLogger("shoal.worker")
 
 HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
 RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
-STARTUP_PATIENCE = 60.0  # seconds a starting worker waits for NATS before giving up
 RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
 
 
@@ -334,124 +318,3 @@ class Worker(Serving):
 
 def _body(result: Result) -> Any:
     return result.value if result.ok else {"error": result.value}
-
-
-async def deployed_spec(nc: NATS, name: str) -> FunctionSpec:
-    functions = await kv(nc.jetstream(), protocol.FUNCTIONS_BUCKET)
-    return FunctionSpec.from_bytes((await functions.get(name)).value or b"")
-
-
-async def load_definition(nc: NATS, function: str, code_dir: Path) -> Definition:
-    """Fetch a deployed function's spec and code from NATS and import it, privately."""
-    spec = await deployed_spec(nc, function)
-    blob = await get_code(nc.jetstream(), spec.code_sha)
-    bundle = Bundle.load(blob, spec.code_sha, spec.module)
-    root = await anyio.to_thread.run_sync(materialize, code_dir, bundle, spec.code_sha)
-    module = import_module(root, spec.code_sha, spec.module, label=f"the code of {function}")
-    d = definition_of(getattr(module, spec.attr, None))
-    if d is None:
-        raise DeployError(f"{spec.module}.{spec.attr} is not deployable in the deployed code")
-    # The deployed spec is authoritative (an operator may have changed options at deploy).
-    return replace(d, spec=spec)
-
-
-async def _serve(
-    nc: NATS, settings: WorkerSettings, tg: TaskGroup, phases: dict[str, float]
-) -> Serving:
-    mark = time.perf_counter()
-    with anyio.fail_after(STARTUP_PATIENCE):
-        while True:  # NATS may be restarting as this worker starts
-            try:
-                definition = await load_definition(nc, settings.function, settings.code_dir)
-                break
-            except NotFoundError:
-                raise  # not deployed (any more): waiting will not help
-            except (NatsError, TimeoutError) as e:
-                log.warning("cannot load %s yet: %r", settings.function, e)
-                await anyio.sleep(1)
-    phases["load"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    serving: Serving
-    if definition.spec.kind == "executor":
-        batcher = await start_executor(definition)
-        tg.start_soon(batcher.run)
-        serving = ExecutorWorker(nc, definition.spec, settings, batcher)
-        phases["setup"] = time.perf_counter() - mark
-        serving.startup = phases
-        return serving
-    if definition.partitioned:
-        partitions = await start_partitions(nc, definition, settings.worker_id, settings.heartbeat)
-        await tg.start(partitions.run)
-        # The coordinator is the function's handler; partitions are served beside it.
-        coordinator = replace(
-            definition, target=partitions.coordinate, is_class=False, wants_ctx=True
-        )
-        invoker = Invoker(coordinator)
-        await invoker.start()
-        serving = Worker(nc, invoker, settings)
-        serving.partitions = partitions
-        phases["setup"] = time.perf_counter() - mark
-        serving.startup = phases
-        return serving
-    handles: dict[str, Any] = {}
-    for param, ex in definition.executors:
-        if definition.spec.fuse:
-            batcher = await start_executor(ex)
-            tg.start_soon(batcher.run)
-            handles[param] = LocalExecutor(batcher)
-        else:
-            handles[param] = RemoteExecutor(nc, await deployed_spec(nc, ex.spec.name))
-    invoker = Invoker(definition, handles)
-    await invoker.start()
-    serving = Worker(nc, invoker, settings)
-    phases["setup"] = time.perf_counter() - mark
-    serving.startup = phases
-    return serving
-
-
-async def _main() -> None:
-    # Cold-start phases, reported in heartbeats: process start to here (interpreter and
-    # runtime imports), connecting, loading the function's code, and its setup.
-    phases: dict[str, float] = {}
-    spawned = os.environ.get("SHOAL_SPAWNED_AT")
-    if spawned:
-        phases["spawn"] = time.time() - float(spawned)
-    settings = WorkerSettings.from_env()
-    mark = time.perf_counter()
-    nc = await connect(settings.nats_url, name=f"shoal-worker-{settings.function}")
-    phases["connect"] = time.perf_counter() - mark
-    try:
-        async with anyio.create_task_group() as tg:
-            serving = await _serve(nc, settings, tg, phases)
-
-            async def on_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for _ in signals:
-                        serving.stop()
-
-            tg.start_soon(on_signals)
-            await serving.run()  # type: ignore[attr-defined]
-            partitions = getattr(serving, "partitions", None)
-            if partitions is not None:  # partitions other coordinators handed this worker
-                await partitions.drain(serving.spec.timeout)
-            tg.cancel_scope.cancel()
-        if isinstance(serving, Worker):
-            await serving.invoker.stop()
-    finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await nc.drain()
-            except Exception:
-                await nc.close()
-
-
-def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    anyio.run(_main)
-
-
-if __name__ == "__main__":
-    main()
