@@ -1,0 +1,149 @@
+"""The keep-alive policy (controller.keepalive)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.keepalive import (
+    IdleHistory,
+    KeepAliveSettings,
+    Windows,
+    bin_of,
+    new_history,
+    observe,
+    windows,
+    workers_wanted,
+)
+
+S = KeepAliveSettings()
+
+
+def history_of(idle_s: list[float], settings: KeepAliveSettings = S) -> IdleHistory:
+    h = new_history(settings)
+    for x in idle_s:
+        observe(h, x)
+    return h
+
+
+# --- the policy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bin_s", [60.0, 0.05])  # real minutes, and a compressed clock
+def test_a_regular_beat_prewarms_just_before_it_and_keeps_briefly(bin_s: float) -> None:
+    settings = KeepAliveSettings(bin_s=bin_s)
+    beat = 10 * bin_s
+    w = windows(history_of([beat] * 20, settings), settings)
+    assert (w.kind, w.basis) == ("adaptive", "histogram")
+    assert beat * (1 - S.margin) - 1e-3 <= w.prewarm_s < beat  # just before the beat
+    assert beat < w.end_s <= (beat + bin_s) * (1 + S.margin) + 1e-3  # just after its bin
+    assert w.keepalive_s < beat / 2 and w.keepalive_s < S.fixed_s
+    assert workers_wanted(w, 0.0) == 0  # unloaded right after the event
+    assert workers_wanted(w, beat / 2) == 0
+    assert workers_wanted(w, w.prewarm_s) == workers_wanted(w, beat) == 1
+    assert workers_wanted(w, w.end_s + bin_s) == 0
+
+
+def test_a_jittered_beat_prewarms_before_its_earliest_idle_times() -> None:
+    idle = [540.0, 570.0, 600.0, 630.0, 660.0] * 8  # 9 to 11 minutes
+    w = windows(history_of(idle))
+    assert w.basis == "histogram"
+    assert w.prewarm_s <= min(idle) and w.end_s >= max(idle)
+    assert all(workers_wanted(w, x) for x in idle)
+
+
+def test_busy_functions_are_kept_not_unloaded() -> None:
+    w = windows(history_of([5.0] * 50 + [90.0] * 2))  # mostly back to back
+    assert w.prewarm_s == 0 and w.kind == "adaptive"
+    assert workers_wanted(w, 0.0) == workers_wanted(w, 90.0) == 1
+
+
+def test_too_few_samples_fall_back_to_the_fixed_window() -> None:
+    h = history_of([600.0] * (S.min_samples - 1))
+    assert windows(h) == Windows(0.0, S.fixed_s, "fixed", "few-samples")
+    assert windows(h, fixed_s=42.0).keepalive_s == 42.0  # the function's idle_timeout
+    assert workers_wanted(windows(h), S.fixed_s) == 1
+    assert workers_wanted(windows(h), S.fixed_s + 1) == 0
+    observe(h, 600.0)
+    assert windows(h).kind == "adaptive"
+
+
+@pytest.mark.parametrize(("spread_bins", "kind"), [(240, "fixed"), (60, "fixed"), (40, "adaptive")])
+def test_a_flat_histogram_falls_back_to_the_fixed_window(spread_bins: int, kind: str) -> None:
+    # Evenly over k of B bins the CV (sample standard deviation) is sqrt((B/k - 1) B/(B-1)):
+    # 0, 1.74 (flat) and 2.24 (not flat) here.
+    idle = [(i * S.bins // spread_bins + 0.5) * S.bin_s for i in range(spread_bins)] * 3
+    h = history_of(idle)
+    b = S.bins
+    assert math.isclose(h.cv(), math.sqrt((b / spread_bins - 1) * b / (b - 1)), abs_tol=1e-9)
+    w = windows(h)
+    assert w.kind == kind
+    if kind == "fixed":
+        assert (w.basis, w.prewarm_s, w.keepalive_s) == ("flat", 0.0, S.fixed_s)
+
+
+def test_mostly_out_of_bounds_idle_times_prewarm_around_a_forecast() -> None:
+    six_hours = 6 * 3600.0
+    assert six_hours > S.bins * S.bin_s
+    w = windows(history_of([six_hours] * 5))
+    assert (w.kind, w.basis) == ("adaptive", "forecast")
+    assert math.isclose(w.prewarm_s, six_hours * (1 - S.oob_margin), abs_tol=1e-3)
+    assert math.isclose(w.end_s, six_hours * (1 + S.oob_margin), abs_tol=1e-3)
+    assert workers_wanted(w, 3600.0) == 0 and workers_wanted(w, six_hours) == 1
+    # The median of the latest few: one outlier does not move it.
+    w = windows(history_of([6 * 3600.0, 6 * 3600.0, 6 * 3600.0, 20 * 3600.0, 6 * 3600.0]))
+    assert w.prewarm_s <= 6 * 3600.0 <= w.end_s
+
+
+def test_a_few_out_of_bounds_idle_times_leave_the_histogram_in_charge() -> None:
+    h = history_of([300.0] * 20 + [9 * 3600.0, 30 * 3600.0])
+    assert h.oob_count == 2 and h.in_range == 20
+    w = windows(h)
+    assert w.basis == "histogram" and w.end_s <= h.range_s
+
+
+def test_odd_idle_times() -> None:
+    h = new_history()
+    observe(h, -3.0)  # clocks of two controllers disagree: counts as back to back
+    assert h.counts[0] == 1
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError):
+            observe(h, bad)
+    assert (h.samples, bin_of(h, 0.5 * 60), bin_of(h, 60.0), bin_of(h, 20 * 3600.0)) == (
+        1,
+        0,
+        1,
+        1200,
+    )
+    assert bin_of(history_of([], KeepAliveSettings(bin_s=0.05)), 0.5) == 10  # 0.5 // 0.05 is 9.0
+    with pytest.raises(ValueError):
+        KeepAliveSettings(head=0.9, tail=0.5)
+    with pytest.raises(ValueError):
+        KeepAliveSettings(bin_s=0)
+
+
+def test_lead_starts_a_prewarm_early_and_never_moves_the_end() -> None:
+    w = Windows(600.0, 120.0, "adaptive", "histogram")
+    assert workers_wanted(w, 590.0) == 0 and workers_wanted(w, 590.0, lead_s=15.0) == 1
+    assert workers_wanted(w, 721.0, lead_s=15.0) == 0
+    assert workers_wanted(w, None) == 0  # never had an event
+
+
+idle_times = st.lists(st.floats(0, 20_000, allow_nan=False), max_size=300)
+
+
+@given(idle_times)
+def test_incremental_statistics_match_a_direct_computation(idle: list[float]) -> None:
+    h = history_of(idle)
+    inside = sorted(x for x in idle if x < h.range_s)
+    assert h.in_range == len(inside) and h.oob_count == len(idle) - len(inside)
+    if inside:
+        mean = statistics.fmean(h.counts)
+        assert math.isclose(h.cv(), statistics.stdev(h.counts) / mean, rel_tol=1e-9)
+        for p in (S.head, 0.5, S.tail, 1.0):
+            nth = inside[max(0, math.ceil(p * len(inside)) - 1)]
+            assert h.percentile_bin(p) == bin_of(h, nth)
