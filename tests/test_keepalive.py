@@ -1,4 +1,4 @@
-"""The keep-alive policy (controller.keepalive)."""
+"""The keep-alive policy (controller.keepalive) and its use by the scaler."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from controller.keepalive import (
     windows,
     workers_wanted,
 )
+from controller.scaler import Observation, WorkerState, decide
+from runtime.wire.spec import FunctionSpec
 
 S = KeepAliveSettings()
 
@@ -147,3 +149,24 @@ def test_incremental_statistics_match_a_direct_computation(idle: list[float]) ->
         for p in (S.head, 0.5, S.tail, 1.0):
             nth = inside[max(0, math.ceil(p * len(inside)) - 1)]
             assert h.percentile_bin(p) == bin_of(h, nth)
+
+
+# --- the policy drives the scaler ---------------------------------------------------------
+
+
+def test_the_scaler_unloads_prewarms_and_releases_as_the_windows_say() -> None:
+    spec = FunctionSpec(name="f", idle_timeout=300.0, code_sha="x")
+    w = windows(history_of([600.0] * 20))
+    workers: list[WorkerState] = [WorkerState("a", spec.version, "ready", 0, 0.0)]
+    loaded = []
+    for t in range(0, 901, 10):  # seconds since the function's last event, no event waiting
+        workers = [WorkerState(x.id, x.version, x.state, 0, float(t)) for x in workers]
+        obs = Observation(0, 0, workers, keep_warm=workers_wanted(w, float(t)))
+        d = decide(spec, obs)
+        workers = [x for x in workers if x.id not in d.drain]
+        workers += [WorkerState(f"n{t}", spec.version, "ready", 0, 0.0)] * d.spawn
+        loaded.append(bool(workers))
+    on = [t for t, up in zip(range(0, 901, 10), loaded, strict=True) if up]
+    assert not loaded[0]  # unloaded at once, though idle_timeout is 300 s
+    assert on == list(range(on[0], on[-1] + 1, 10))  # one loaded stretch
+    assert w.prewarm_s <= on[0] < 600 < on[-1] <= w.end_s
