@@ -1,14 +1,26 @@
-"""The keep-alive policy (controller.keepalive) and its use by the scaler."""
+"""The keep-alive policy (controller.keepalive), its use by the scaler, and its KV store."""
 
 from __future__ import annotations
 
 import math
 import statistics
 
+import anyio
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.aio.client import Client as NATS
 
+from controller import EmbeddedNats
+from controller.idle_history import (
+    HistoryConflict,
+    IdleHistoryStore,
+    decode,
+    encode,
+    key_of,
+    open_bucket,
+)
 from controller.keepalive import (
     IdleHistory,
     KeepAliveSettings,
@@ -20,6 +32,7 @@ from controller.keepalive import (
     workers_wanted,
 )
 from controller.scaler import Observation, WorkerState, decide
+from runtime.wire.connection import connect
 from runtime.wire.spec import FunctionSpec
 
 S = KeepAliveSettings()
@@ -170,3 +183,113 @@ def test_the_scaler_unloads_prewarms_and_releases_as_the_windows_say() -> None:
     assert not loaded[0]  # unloaded at once, though idle_timeout is 300 s
     assert on == list(range(on[0], on[-1] + 1, 10))  # one loaded stretch
     assert w.prewarm_s <= on[0] < 600 < on[-1] <= w.end_s
+
+
+# --- the shared history in NATS KV --------------------------------------------------------
+
+
+@given(idle_times)
+def test_a_history_survives_encoding(idle: list[float]) -> None:
+    h = history_of(idle)
+    back = decode(encode(h))
+    assert back == h and windows(back) == windows(h)
+
+
+def test_garbage_does_not_decode() -> None:
+    for data in (b"\xc1", msgpack.packb([1]), msgpack.packb({"v": 99}), b""):
+        with pytest.raises(ValueError):
+            decode(data)
+    bad = msgpack.unpackb(encode(history_of([60.0])))
+    bad["counts"] = [[500, 1]]  # beyond the bins
+    with pytest.raises(ValueError):
+        decode(msgpack.packb(bad))
+
+
+def test_keys_are_valid_for_kv() -> None:
+    assert key_of("embed") == "embed"
+    odd = key_of("résumé:v2")
+    assert odd.startswith("sha256-") and odd != key_of("résumé:v3")
+
+
+@pytest.mark.anyio
+async def test_two_controllers_recording_at_once_lose_no_samples(
+    nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    n = 60
+    other = await connect(nats_server.url, name="test-2")
+    try:
+        a = IdleHistoryStore(await open_bucket(nc.jetstream()))
+        b = IdleHistoryStore(await open_bucket(other.jetstream()))
+
+        async def writer(store: IdleHistoryStore, idle_s: float) -> None:
+            for _ in range(n):
+                await store.record("fn", idle_s)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, a, 60.0)  # bin 1
+            tg.start_soon(writer, b, 120.0)  # bin 2
+        stored, _ = await IdleHistoryStore(await open_bucket(nc.jetstream())).read("fn")
+        assert stored.samples == 2 * n
+        assert stored.counts[1] == stored.counts[2] == n
+    finally:
+        await other.close()
+
+
+class Interleaved(IdleHistoryStore):
+    """A store whose reads are each followed by a rival controller's write, as if it lost
+    the race every time: the rival is another store, on the same real server."""
+
+    rival: IdleHistoryStore
+    rival_writes: int = 0
+
+    async def read(self, function: str) -> tuple[IdleHistory, int]:
+        got = await super().read(function)
+        if self.rival_writes:
+            self.rival_writes -= 1
+            await self.rival.record(function, 180.0)
+        return got
+
+
+@pytest.mark.anyio
+async def test_a_write_that_lost_a_race_is_redone_on_what_is_stored(nc: NATS) -> None:
+    bucket = await open_bucket(nc.jetstream())
+    store = Interleaved(bucket, attempts=5)
+    store.rival = IdleHistoryStore(bucket)
+    store.rival_writes = 2
+    h = await store.record("fn", 60.0)
+    assert store.conflicts == 2
+    assert (h.counts[1], h.counts[3]) == (1, 2)
+    assert (await store.read("fn"))[0] == h
+
+    stale, revision = await store.read("fn")
+    await store.rival.record("fn", 60.0)
+    observe(stale, 60.0)
+    assert await store.write("fn", stale, revision) is None  # refused, nothing written
+    assert (await store.read("fn"))[0].samples == h.samples + 1
+
+    store.rival_writes = 5  # loses every attempt: gives up, the rival's samples all kept
+    with pytest.raises(HistoryConflict):
+        await store.record("fn", 60.0)
+    assert (await store.read("fn"))[0].counts[3] == 2 + 5
+
+
+@pytest.mark.anyio
+async def test_the_history_outlives_its_controller(nats_server: EmbeddedNats, nc: NATS) -> None:
+    first = await connect(nats_server.url, name="first")
+    await IdleHistoryStore(await open_bucket(first.jetstream())).record("fn", *[600.0] * 20)
+    await first.close()
+    later = IdleHistoryStore(await open_bucket(nc.jetstream()))
+    assert await later.windows("fn") == windows(history_of([600.0] * 20))
+    assert (await later.windows("never-called", fixed_s=7.0)).keepalive_s == 7.0
+
+
+@pytest.mark.anyio
+async def test_deleted_and_undecodable_histories_are_started_anew(nc: NATS) -> None:
+    bucket = await open_bucket(nc.jetstream())
+    store = IdleHistoryStore(bucket)
+    await store.record("fn", 60.0)
+    await bucket.delete(key_of("fn"))
+    assert (await store.record("fn", 60.0)).samples == 1
+    await bucket.put(key_of("odd"), b"not msgpack \xc1")
+    assert (await store.record("odd", 60.0)).samples == 1
+    assert decode((await bucket.get(key_of("odd"))).value or b"").samples == 1
