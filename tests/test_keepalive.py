@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from collections import Counter
+from pathlib import Path
 
 import anyio
 import msgpack
@@ -12,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
+import bench.bench_keepalive as bench
 from controller import EmbeddedNats
 from controller.idle_history import (
     HistoryConflict,
@@ -183,6 +187,38 @@ def test_the_scaler_unloads_prewarms_and_releases_as_the_windows_say() -> None:
     assert not loaded[0]  # unloaded at once, though idle_timeout is 300 s
     assert on == list(range(on[0], on[-1] + 1, 10))  # one loaded stretch
     assert w.prewarm_s <= on[0] < 600 < on[-1] <= w.end_s
+
+
+# --- the trace replay (bench/bench_keepalive.py) -----------------------------------------
+
+
+def test_the_replay_counts_cold_starts_and_wasted_minutes_as_defined(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    minutes = ",".join(f"minute_{m}" for m in range(1, 11))
+    calls = ["3,0,1,0,0,0,0,2,0,0", "0,0,0,0,0,0,0,0,0,0"]  # minutes 0, 2 and 7; never
+    rows = [f"f{i},app,owner,{c}" for i, c in enumerate(calls)]
+    (tmp_path / "invocations.csv").write_text(f"HashFunction,HashApp,HashOwner,{minutes}\n")
+    with (tmp_path / "invocations.csv").open("a") as f:
+        f.write("\n".join(rows) + "\n")
+    functions, length = bench.load_trace(tmp_path)
+    assert (functions, length) == ([[0, 2, 7], []], 10)
+    # Keep-alive 2: minute 0 cold, 1 wasted, 2 warm, 3-4 wasted, 7 cold, 8-9 wasted.
+    fixed = bench.Result()
+    for active in functions:
+        bench.replay(active, length, bench.Fixed(2), fixed)
+    assert (fixed.cold_starts, fixed.wasted_minutes, fixed.cold_pct) == (2, 5, [200 / 3])
+    # Before min_samples the adaptive policy is its fixed window: the same replay.
+    settings = KeepAliveSettings(min_samples=10, fixed_s=120.0)
+    adaptive = bench.Result()
+    bench.replay(functions[0], length, bench.Adaptive(settings, Counter()), adaptive)
+    assert adaptive == fixed
+    points = [(10, 100), (20, 50), (40, 10)]
+    assert [bench.fixed_cold_at(points, w) for w in (5, 15, 30, 99)] == [100, 75, 30, 10]
+    bench.main(["--trace", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["fixed"]) == {str(k) for k in bench.FIXED_MINUTES}
+    assert last["fixed"]["1"]["cold_starts"] == 3 and "cold_pct_p75" in last["adaptive"]
 
 
 # --- the shared history in NATS KV --------------------------------------------------------
