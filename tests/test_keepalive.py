@@ -79,6 +79,9 @@ def test_busy_functions_are_kept_not_unloaded() -> None:
     w = windows(history_of([5.0] * 50 + [90.0] * 2))  # mostly back to back
     assert w.prewarm_s == 0 and w.kind == "adaptive"
     assert workers_wanted(w, 0.0) == workers_wanted(w, 90.0) == 1
+    # Called every minute and a half: unloading for 54 s (0.9 of a bin) is not worth it.
+    assert windows(history_of([90.0] * 20)).prewarm_s == 0
+    assert windows(history_of([150.0] * 20)).prewarm_s == 108.0  # two bins less 10%
 
 
 def test_too_few_samples_fall_back_to_the_fixed_window() -> None:
