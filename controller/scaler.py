@@ -30,6 +30,9 @@ class Observation:
     ack_pending: int  # events delivered and not yet acknowledged
     workers: list[WorkerState] = field(default_factory=list)
     starting: int = 0  # launched by this controller, not yet reporting
+    # Workers the keep-alive policy wants loaded now with no event waiting (pre-warm
+    # included): controller.keepalive.workers_wanted. None: spec.idle_timeout alone decides.
+    keep_warm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,19 @@ def decide(spec: FunctionSpec, obs: Observation) -> Decision:
         # Every slot is busy: request/reply load queued in front of the workers is
         # invisible to JetStream, so saturation itself asks for one more.
         desired = max(desired, len(current) + 1)
-    desired = min(spec.max_workers, max(spec.min_workers, desired))
+    floor = spec.min_workers if obs.keep_warm is None else max(spec.min_workers, obs.keep_warm)
+    desired = min(spec.max_workers, max(floor, desired))
 
     spawn = max(0, desired - live)
     drain: list[str] = list(stale)
-    surplus = live - max(desired, spec.min_workers)
+    surplus = live - desired
     if surplus > 0:
-        # Only workers idle past the keep-alive window go; the longest idle first.
+        # Workers idle past idle_timeout go, the longest idle first. When the keep-alive
+        # policy wants none loaded (before its pre-warm, or past its window) and nothing is
+        # waiting, the function is unloaded: every idle worker goes now.
+        unload = obs.keep_warm is not None and desired == 0
         idle = sorted(
-            (w for w in current if w.inflight == 0 and w.idle_for >= spec.idle_timeout),
+            (w for w in current if w.inflight == 0 and (unload or w.idle_for >= spec.idle_timeout)),
             key=lambda w: -w.idle_for,
         )
         drain += [w.id for w in idle[:surplus]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.scaler import Observation, WorkerState, decide
+from controller.scaler import Decision, Observation, WorkerState, decide
 from runtime.wire.spec import FunctionSpec
 
 SPEC = FunctionSpec(name="f", concurrency=4, max_workers=3, idle_timeout=10, code_sha="x")
@@ -53,3 +53,36 @@ def test_a_partitioned_model_scales_from_zero_to_its_widest_run() -> None:
     assert decide(spec, Observation(pending=0, ack_pending=0)).spawn == 0  # no demand
     busy = [WorkerState(f"w{i}", spec.version, "ready", 1, 0.0) for i in range(4)]
     assert decide(spec, Observation(0, 0, busy)).spawn == 0
+
+
+# The keep-alive policy's output (controller.keepalive.workers_wanted) as an input.
+
+
+def test_the_policy_prewarms_with_no_event_waiting() -> None:
+    assert decide(SPEC, Observation(0, 0, keep_warm=1)).spawn == 1
+    assert decide(SPEC, Observation(0, 0, starting=1, keep_warm=1)).spawn == 0
+    assert decide(SPEC, Observation(0, 0, keep_warm=9)).spawn == SPEC.max_workers
+
+
+def test_the_policy_keeps_a_worker_past_idle_timeout() -> None:
+    d = decide(SPEC, Observation(0, 0, [w(1, idle=500)], keep_warm=1))
+    assert d == Decision()
+    # Scale-in above the policy's worker still waits for idle_timeout.
+    d = decide(SPEC, Observation(0, 0, [w(1, idle=11), w(2, idle=3), w(3, idle=2)], keep_warm=1))
+    assert d.drain == ("w1",)
+
+
+def test_the_policy_unloads_idle_workers_before_idle_timeout() -> None:
+    d = decide(SPEC, Observation(0, 0, [w(1, idle=1), w(2, idle=2)], keep_warm=0))
+    assert d.spawn == 0 and set(d.drain) == {"w1", "w2"}
+    # Only idle ones, and not while events wait or below min_workers.
+    assert decide(SPEC, Observation(0, 0, [w(1, inflight=1)], keep_warm=0)).drain == ()
+    assert decide(SPEC, Observation(3, 0, [w(1, idle=1)], keep_warm=0)).drain == ()
+    spec = FunctionSpec(name="f", min_workers=1, idle_timeout=10, code_sha="x")
+    one = [WorkerState("a", spec.version, "ready", 0, 1.0)]
+    assert decide(spec, Observation(0, 0, one, keep_warm=0)) == Decision()
+
+
+def test_without_the_policy_idle_timeout_decides_as_before() -> None:
+    assert decide(SPEC, Observation(0, 0, [w(1, idle=1)])) == Decision()
+    assert decide(SPEC, Observation(0, 0)) == Decision()
