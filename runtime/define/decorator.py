@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from runtime.errors import DefinitionError
+from runtime.wire.options import Delivery, Scaling, fields_of, gather
 from runtime.wire.spec import FunctionSpec
 
 T = TypeVar("T")
@@ -28,6 +29,12 @@ class Definition:
     partitioned: bool = False  # a @partitioned model: plan/shard/combine instead of __call__
 
 
+# @function's options (besides name, subjects, uses and fuse): those of the Delivery and
+# Scaling groups, with their defaults. The overload below spells them out for type checkers
+# and editors; tests/test_options.py fails when it and the groups drift apart.
+FUNCTION_OPTIONS = fields_of(Delivery, Scaling)
+
+
 @overload
 def function(target: T, /) -> T: ...
 
@@ -38,14 +45,14 @@ def function(
     name: str | None = None,
     subjects: Sequence[str] = (),
     timeout: float = 60.0,
-    concurrency: int = 8,
-    min_workers: int = 0,
-    max_workers: int = 4,
-    idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
     retries: int = 0,
     backoff: Sequence[float] = (1.0, 5.0, 30.0),
+    concurrency: int = 8,
+    min_workers: int = 0,
+    max_workers: int = 4,
+    idle_timeout: float = 300.0,
     uses: Sequence[type] = (),
     fuse: bool = False,
 ) -> Callable[[T], T]: ...
@@ -57,17 +64,9 @@ def function(
     *,
     name: str | None = None,
     subjects: Sequence[str] = (),
-    timeout: float = 60.0,
-    concurrency: int = 8,
-    min_workers: int = 0,
-    max_workers: int = 4,
-    idle_timeout: float = 300.0,
-    ack_wait: float = 10.0,
-    max_deliver: int = 5,
-    retries: int = 0,
-    backoff: Sequence[float] = (1.0, 5.0, 30.0),
     uses: Sequence[type] = (),
     fuse: bool = False,
+    **options: Any,
 ) -> Any:
     """Make a function (sync or async) or a class deployable.
 
@@ -93,24 +92,10 @@ def function(
         )
     if isinstance(subjects, str):
         raise DefinitionError(f"subjects= takes a list of subjects: write subjects=[{subjects!r}]")
+    given = gather(options, accepted=FUNCTION_OPTIONS)
 
     def apply(obj: T) -> T:
-        _define(
-            obj,
-            uses=tuple(uses),
-            fuse=fuse,
-            name=name,
-            subjects=tuple(subjects),
-            timeout=timeout,
-            concurrency=concurrency,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout=idle_timeout,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            retries=retries,
-            backoff=tuple(backoff),
-        )
+        _define(obj, uses=tuple(uses), fuse=fuse, name=name, subjects=tuple(subjects), **given)
         return obj
 
     if target is None:
@@ -278,6 +263,9 @@ def executor(
     measured service time to meet it. ``engine`` is "torch", "onnxruntime" or "custom";
     ``gpu`` and ``memory_mb`` declare resources; ``timeout`` bounds one item, end to end.
     """
+    # The signature above declares this decorator's options and defaults; each is a field of
+    # an option group (tests/test_options.py checks which, and that the types agree).
+    given = gather(locals())
 
     def apply(cls: type[T]) -> type[T]:
         if not inspect.isclass(cls):
@@ -302,19 +290,7 @@ def executor(
         if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
             raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
         spec = FunctionSpec(
-            name=name or cls.__name__.lower(),
-            kind="executor",
-            engine=engine,
-            gpu=gpu,
-            memory_mb=memory_mb,
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
-            latency_target_ms=latency_target_ms,
-            timeout=timeout,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout=idle_timeout,
-            concurrency=max_batch,
+            name=name or cls.__name__.lower(), kind="executor", concurrency=max_batch, **given
         ).validate()
         setattr(cls, ATTR, Definition(spec=spec, target=cls, is_class=True, wants_ctx=False))
         return cls
