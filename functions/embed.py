@@ -40,10 +40,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 
-from runtime import InvalidPayload, executor, function
+from runtime import Executor, InvalidPayload, executor, function, uses
 
 ENGINES = ("onnxruntime", "torch")
 ENGINE = os.environ.get("SHOAL_EMBED_ENGINE", "onnxruntime")
@@ -157,7 +156,8 @@ def mean_pool_normalise(hidden: np.ndarray, attention_mask: np.ndarray) -> np.nd
     counts = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)  # their clamp, for empty masks
     mean = summed / counts
     norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)  # F.normalize's eps
-    return (mean / norms).astype(np.float32, copy=False)
+    unit: np.ndarray = (mean / norms).astype(np.float32, copy=False)
+    return unit
 
 
 def weights_digest(directory: Path) -> str:
@@ -200,7 +200,9 @@ def export_onnx(directory: Path, path: Path) -> Path:
             self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            hidden: torch.Tensor = out.last_hidden_state
+            return hidden
 
     module = LastHiddenState(load_torch_model(directory)).eval()
     # Batch 2 and length 8 so torch.export does not specialise the dynamic axes to 0 or 1.
@@ -221,13 +223,11 @@ def export_onnx(directory: Path, path: Path) -> Path:
     )
     assert program is not None
     # torch.export names the axes s0, s1...; name them for people reading the graph.
-    program.rename_axes(
-        {
-            axis: name
-            for value in program.model.graph.inputs
-            for axis, name in zip(value.shape, ("batch", "sequence"), strict=True)
-        }
-    )
+    axes: dict[Any, str] = {}
+    for value in program.model.graph.inputs:
+        for axis, name in zip(value.shape or (), ("batch", "sequence"), strict=True):
+            axes[axis] = name
+    program.rename_axes(axes)
     program.model.ir_version = min(program.model.ir_version, MAX_IR_VERSION)
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,8 @@ def torch_engine(directory: Path, device: str) -> tuple[Forward, str]:
                 input_ids=torch.from_numpy(input_ids).to(device),
                 attention_mask=torch.from_numpy(attention_mask).to(device),
             ).last_hidden_state
-        return out.float().cpu().numpy()
+        hidden: np.ndarray = out.float().cpu().numpy()
+        return hidden
 
     return forward, device
 
@@ -292,7 +293,8 @@ def onnxruntime_engine(
         (hidden,) = session.run(
             ["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask}
         )
-        return hidden
+        states: np.ndarray = hidden
+        return states
 
     return forward, device
 
@@ -322,24 +324,11 @@ class MiniLM:
         return list(mean_pool_normalise(hidden, attention_mask))
 
 
-@function(name="embed", uses=[MiniLM])
-async def embed(event: Any, minilm: MiniLM) -> dict[str, Any]:
+@function(name="embed")
+async def embed(event: Any, minilm: Executor[Item, np.ndarray] = uses(MiniLM)) -> dict[str, Any]:
     texts, single = parse_request(event)
-    items = tokenize(texts)
-    vectors: list[list[float]] = [[] for _ in items]
-
-    async def one(i: int) -> None:
-        # One text per call: the executor batches texts across requests and handler workers.
-        vectors[i] = np.asarray(await minilm(items[i]), dtype=np.float32).tolist()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for i in range(len(items)):
-                tg.start_soon(one, i)
-    except ExceptionGroup as group:
-        # Fail with the executor's own typed error (ExecutorUnavailable...), not the wrapper.
-        error: BaseException = group
-        while isinstance(error, BaseExceptionGroup):
-            error = error.exceptions[0]
-        raise error from None
+    # One text per call, all at once: the executor batches texts across requests and handler
+    # workers; a failure is the executor's own typed error (ExecutorUnavailable...).
+    embeddings = await minilm.map(tokenize(texts))
+    vectors = [np.asarray(v, dtype=np.float32).tolist() for v in embeddings]
     return {"embedding": vectors[0]} if single else {"embeddings": vectors}

@@ -7,6 +7,7 @@ Answer: ``{"words": int, "sentences": int, "reading_seconds": int, "keywords": [
 
 import re
 from collections import Counter
+from typing import Any
 
 from runtime import InvalidPayload, function
 
@@ -24,11 +25,11 @@ who whom why will with would you your yours yourself yourselves"""
 
 @function(name="textstats", subjects=["docs.uploaded"], timeout=10, concurrency=4)
 class TextStats:
-    def setup(self):
+    def setup(self) -> None:
         # Loaded once per worker, not per event.
         self.stopwords = frozenset(_STOPWORDS.split())
 
-    def __call__(self, event):
+    def __call__(self, event: Any) -> dict[str, Any]:
         text = event.get("text") if isinstance(event, dict) else None
         if not isinstance(text, str):
             raise InvalidPayload('textstats expects {"text": "<a string>"}')

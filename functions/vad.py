@@ -38,10 +38,11 @@ import base64
 import binascii
 import io
 import wave
+from typing import Any
 
 import numpy as np
 
-from runtime import InvalidPayload, executor, function
+from runtime import Executor, InvalidPayload, executor, function, uses
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per model window at 16 kHz (32 ms)
@@ -69,7 +70,7 @@ class SileroVAD:
     """Silero VAD on onnxruntime. Item: one clip's windows, ``float32 [n_windows, 512]``;
     result: the speech probability of each window, ``float32 [n_windows]``."""
 
-    def setup(self):
+    def setup(self) -> None:
         import importlib.util
         from pathlib import Path
 
@@ -95,7 +96,7 @@ class SileroVAD:
         self.provider = self.session.get_providers()[0]
         self.sr = np.array(SAMPLE_RATE, dtype=np.int64)
 
-    def __call__(self, batch):
+    def __call__(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         clips = []
         for item in batch:
             clip = np.asarray(item)
@@ -126,14 +127,16 @@ class SileroVAD:
             state[:, :active] = new_state
             probs[:active, t] = out[:, 0]
 
-        results = [None] * len(clips)
+        results: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(clips)
         for row, i in enumerate(order):
             results[i] = probs[row, : lengths[row]].copy()
         return results
 
 
-@function(name="vad", uses=[SileroVAD], timeout=60)
-async def vad(event, silero: SileroVAD):
+@function(name="vad", timeout=60)
+async def vad(
+    event: Any, silero: Executor[np.ndarray, np.ndarray] = uses(SileroVAD)
+) -> dict[str, Any]:
     audio = decode_audio(event)
     threshold = _threshold(event)
     windows = to_windows(audio)
@@ -147,7 +150,7 @@ async def vad(event, silero: SileroVAD):
     }
 
 
-def decode_audio(event) -> np.ndarray:
+def decode_audio(event: Any) -> np.ndarray:
     """The request's audio as float32 samples in [-1, 1] at 16 kHz, or InvalidPayload."""
     if not isinstance(event, dict):
         raise InvalidPayload(_USAGE)
@@ -242,7 +245,8 @@ def _from_wav(data: bytes) -> np.ndarray:
     else:
         ints = raw.view("<i2" if width == 2 else "<i4")
         samples = ints.astype(np.float32) / float(2 ** (8 * width - 1))
-    return samples.reshape(n, channels).mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = samples.reshape(n, channels).mean(axis=1, dtype=np.float32)
+    return mono
 
 
 def _from_array(arr: np.ndarray) -> np.ndarray:
@@ -258,7 +262,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     raise InvalidPayload(f"an audio array must be int16 or float32, got {arr.dtype}")
 
 
-def _threshold(event) -> float:
+def _threshold(event: Any) -> float:
     threshold = event.get("threshold", 0.5)
     if (
         isinstance(threshold, bool)
@@ -277,7 +281,7 @@ def to_windows(audio: np.ndarray) -> np.ndarray:
     return windows
 
 
-def speech_segments(probs, n_samples: int, threshold: float = 0.5) -> list[list[int]]:
+def speech_segments(probs: np.ndarray, n_samples: int, threshold: float = 0.5) -> list[list[int]]:
     """Speech segments ``[[start, end], ...]`` in samples from per-window speech probabilities.
 
     The segment logic of silero-vad's ``get_speech_timestamps`` with its default parameters

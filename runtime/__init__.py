@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from runtime.client import Client
 from runtime.context import Context
 from runtime.define.decorator import executor, function
+from runtime.define.handles import Executor, uses
 from runtime.define.partitioned import Plan, partitioned
 from runtime.errors import (
     DefinitionError,
@@ -41,6 +42,7 @@ __all__ = [
     "Context",
     "DefinitionError",
     "DeployError",
+    "Executor",
     "ExecutorUnavailable",
     "FunctionError",
     "FunctionNotFound",
@@ -59,4 +61,5 @@ __all__ = [
     "executor",
     "function",
     "partitioned",
+    "uses",
 ]

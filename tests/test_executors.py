@@ -99,3 +99,15 @@ async def test_executor_killed_mid_batch_every_request_answered(cluster: Cluster
     assert {k: v["value"] for k, v in got.items()} == {f"held-{i}": 2 * i for i in range(n)}
     replacement = await wait_workers(nc, "doubler", lambda e: len(e) >= 1)
     assert victim["id"] not in {w["id"] for w in replacement.values()}
+
+
+async def test_map_fans_out_through_the_pool_in_order_and_fails_with_a_typed_error(
+    cluster: Cluster,
+) -> None:
+    await cluster.deploy(EXECUTORS)
+    client = Client(cluster.nc)
+    assert await client.call("doublemany", {"ns": list(range(12))}, timeout=30) == [
+        2 * n for n in range(12)
+    ]
+    with pytest.raises(FunctionError, match="poisoned item"):  # the item's error, no group
+        await client.call("doublemany", {"ns": [1, -1, 2]}, timeout=30)

@@ -5,27 +5,22 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from runtime.define.definition import ATTR, Definition, definition_of
+from runtime.define.handles import Uses, is_handle_annotation
 from runtime.errors import DefinitionError
+from runtime.wire.options import Delivery, Scaling, fields_of, gather
 from runtime.wire.spec import FunctionSpec
 
 T = TypeVar("T")
 
-ATTR = "__shoal__"
+__all__ = ["ATTR", "FUNCTION_OPTIONS", "Definition", "definition_of", "executor", "function"]
 
-
-@dataclass(frozen=True)
-class Definition:
-    """What ``@function`` attaches to its target: the spec and how to call the target."""
-
-    spec: FunctionSpec
-    target: Any  # the decorated function or class, returned unchanged to the author
-    is_class: bool
-    wants_ctx: bool
-    executors: tuple[tuple[str, Definition], ...] = ()  # (parameter name, executor) pairs
-    partitioned: bool = False  # a @partitioned model: plan/shard/combine instead of __call__
+# @function's options (besides name, subjects, uses and fuse): those of the Delivery and
+# Scaling groups, with their defaults. The overload below spells them out for type checkers
+# and editors; tests/test_options.py fails when it and the groups drift apart.
+FUNCTION_OPTIONS = fields_of(Delivery, Scaling)
 
 
 @overload
@@ -38,14 +33,14 @@ def function(
     name: str | None = None,
     subjects: Sequence[str] = (),
     timeout: float = 60.0,
-    concurrency: int = 8,
-    min_workers: int = 0,
-    max_workers: int = 4,
-    idle_timeout: float = 300.0,
     ack_wait: float = 10.0,
     max_deliver: int = 5,
     retries: int = 0,
     backoff: Sequence[float] = (1.0, 5.0, 30.0),
+    concurrency: int = 8,
+    min_workers: int = 0,
+    max_workers: int = 4,
+    idle_timeout: float = 300.0,
     uses: Sequence[type] = (),
     fuse: bool = False,
 ) -> Callable[[T], T]: ...
@@ -57,17 +52,9 @@ def function(
     *,
     name: str | None = None,
     subjects: Sequence[str] = (),
-    timeout: float = 60.0,
-    concurrency: int = 8,
-    min_workers: int = 0,
-    max_workers: int = 4,
-    idle_timeout: float = 300.0,
-    ack_wait: float = 10.0,
-    max_deliver: int = 5,
-    retries: int = 0,
-    backoff: Sequence[float] = (1.0, 5.0, 30.0),
     uses: Sequence[type] = (),
     fuse: bool = False,
+    **options: Any,
 ) -> Any:
     """Make a function (sync or async) or a class deployable.
 
@@ -82,10 +69,13 @@ def function(
     ``retries`` re-runs a durable event whose handler raised or timed out, waiting
     ``backoff[n]`` seconds (JetStream's delayed redelivery), then dead-letters it.
 
-    ``uses=[SomeExecutor]`` declares the :func:`executor` classes the handler awaits; each is
-    passed in as a parameter annotated with its class (``async def f(event, model: Model)``)
-    and called with one item: ``await model(item)``. ``fuse=True`` runs those executors
-    inside the handler's worker instead of in their own pool.
+    A handler receives each :func:`executor` it awaits as a parameter whose default is
+    :func:`~runtime.uses`, typed :class:`~runtime.Executor`:
+    ``async def f(event, model: Executor[Item, Result] = uses(Model))``, then
+    ``await model(item)`` for one item or ``await model.map(items)`` for many. (The older
+    ``uses=[Model]`` with a parameter annotated ``model: Model`` still runs, but a type
+    checker cannot follow it.) ``fuse=True`` runs those executors inside the handler's
+    worker instead of in their own pool.
     """
     if isinstance(target, str):
         raise DefinitionError(
@@ -93,24 +83,10 @@ def function(
         )
     if isinstance(subjects, str):
         raise DefinitionError(f"subjects= takes a list of subjects: write subjects=[{subjects!r}]")
+    given = gather(options, accepted=FUNCTION_OPTIONS)
 
     def apply(obj: T) -> T:
-        _define(
-            obj,
-            uses=tuple(uses),
-            fuse=fuse,
-            name=name,
-            subjects=tuple(subjects),
-            timeout=timeout,
-            concurrency=concurrency,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout=idle_timeout,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            retries=retries,
-            backoff=tuple(backoff),
-        )
+        _define(obj, uses=tuple(uses), fuse=fuse, name=name, subjects=tuple(subjects), **given)
         return obj
 
     if target is None:
@@ -143,7 +119,10 @@ def _define(obj: Any, *, name: str | None, uses: tuple[Any, ...] = (), **options
     )
     if name is None:
         name = obj.__name__.lower()
-    uses_names = tuple(d.spec.name for d in used)
+    # uses= first, in its order (the spec, and so its version, as before), then the others.
+    uses_names = tuple(
+        dict.fromkeys([*(d.spec.name for d in used), *(d.spec.name for _, d in bound)])
+    )
     spec = FunctionSpec(name=name, uses=uses_names, **options).validate()
     setattr(
         obj,
@@ -168,37 +147,53 @@ def _check_uses(uses: tuple[Any, ...]) -> list[Definition]:
 def _bind_executors(
     fn: Callable[..., Any], qualname: str, used: list[Definition], *, skip_self: bool
 ) -> tuple[tuple[str, Definition], ...]:
-    """Match each declared executor to the handler parameter annotated with its class."""
+    """Match each executor to the handler parameter that receives it: a parameter whose
+    default is ``uses(Model)``, or (the older form) one annotated with a class in uses=."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable string annotations: fall back to their text
         hints = dict(getattr(fn, "__annotations__", {}))
-    params = list(inspect.signature(fn).parameters)[1 + int(skip_self) :]
+    params = list(inspect.signature(fn).parameters.values())[1 + int(skip_self) :]
     bound: list[tuple[str, Definition]] = []
     for p in params:
-        hint = hints.get(p)
-        d = definition_of(hint) if hint is not None and not isinstance(hint, str) else None
-        if d is None and isinstance(hint, str):
-            d = next((u for u in used if u.target.__name__ == hint.split(".")[-1]), None)
-        if d is None or d.spec.kind != "executor":
-            continue
-        if all(u.target is not d.target for u in used):
-            raise DefinitionError(
-                f"{qualname} awaits executor {d.target.__name__} through {p!r} but does not "
-                f"declare it: add it to uses=[...]"
-            )
-        bound.append((p, d))
+        d = _executor_of(p, hints.get(p.name), used, qualname)
+        if d is not None:
+            bound.append((p.name, d))
     for u in used:
         if all(d.target is not u.target for _, d in bound):
             raise DefinitionError(
                 f"{qualname} declares uses=[{u.target.__name__}] but no parameter receives it: "
-                f"add a parameter annotated with it, e.g. 'model: {u.target.__name__}'"
+                f"add a parameter 'model: Executor[Item, Result] = uses({u.target.__name__})'"
             )
     if bound and not inspect.iscoroutinefunction(fn):
         raise DefinitionError(
             f"{qualname} uses executors, so it must be 'async def' (it awaits them)"
         )
     return tuple(bound)
+
+
+def _executor_of(
+    p: inspect.Parameter, hint: Any, used: list[Definition], qualname: str
+) -> Definition | None:
+    """The executor parameter ``p`` receives, if any."""
+    if isinstance(p.default, Uses):
+        return p.default.definition
+    if is_handle_annotation(hint):
+        raise DefinitionError(
+            f"{qualname}'s parameter {p.name!r} is an Executor but does not say which: "
+            f"write '{p.name}: Executor[...] = uses(Model)' with the @executor class"
+        )
+    d = definition_of(hint) if hint is not None and not isinstance(hint, str) else None
+    if d is None and isinstance(hint, str):
+        d = next((u for u in used if u.target.__name__ == hint.split(".")[-1]), None)
+    if d is None or d.spec.kind != "executor":
+        return None
+    if all(u.target is not d.target for u in used):
+        raise DefinitionError(
+            f"{qualname} awaits executor {d.target.__name__} through {p.name!r} but does not "
+            f"declare it: write '{p.name}: Executor[Item, Result] = uses({d.target.__name__})'"
+        )
+    return d
 
 
 def _check_class(cls: type) -> Callable[..., Any]:
@@ -249,12 +244,6 @@ def _check_signature(
     return wants_ctx
 
 
-def definition_of(obj: Any) -> Definition | None:
-    """The :class:`Definition` attached by ``@function``, or None."""
-    d = getattr(obj, ATTR, None)
-    return d if isinstance(d, Definition) and d.target is obj else None
-
-
 def executor(
     *,
     name: str | None = None,
@@ -278,6 +267,9 @@ def executor(
     measured service time to meet it. ``engine`` is "torch", "onnxruntime" or "custom";
     ``gpu`` and ``memory_mb`` declare resources; ``timeout`` bounds one item, end to end.
     """
+    # The signature above declares this decorator's options and defaults; each is a field of
+    # an option group (tests/test_options.py checks which, and that the types agree).
+    given = gather(locals())
 
     def apply(cls: type[T]) -> type[T]:
         if not inspect.isclass(cls):
@@ -302,19 +294,7 @@ def executor(
         if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
             raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
         spec = FunctionSpec(
-            name=name or cls.__name__.lower(),
-            kind="executor",
-            engine=engine,
-            gpu=gpu,
-            memory_mb=memory_mb,
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
-            latency_target_ms=latency_target_ms,
-            timeout=timeout,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout=idle_timeout,
-            concurrency=max_batch,
+            name=name or cls.__name__.lower(), kind="executor", concurrency=max_batch, **given
         ).validate()
         setattr(cls, ATTR, Definition(spec=spec, target=cls, is_class=True, wants_ctx=False))
         return cls

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from runtime.define.decorator import ATTR, Definition
 from runtime.errors import DefinitionError, InvalidPayload, ModelTooLarge
+from runtime.wire.options import gather
 from runtime.wire.spec import FunctionSpec
 
 T = TypeVar("T")
@@ -71,6 +72,9 @@ def partitioned(
     workers warm with no request, e.g. ``max_partitions`` to never load the model on a
     request's path. Other options are those of :func:`~runtime.function`.
     """
+    # The signature above declares this decorator's options and defaults; each is a field of
+    # an option group (tests/test_options.py checks which, and that the types agree).
+    given = gather(locals())
     if isinstance(subjects, str):
         raise DefinitionError(f"subjects= takes a list of subjects: write subjects=[{subjects!r}]")
     if isinstance(max_partitions, bool) or not isinstance(max_partitions, int):
@@ -87,21 +91,12 @@ def partitioned(
         if hasattr(cls, ATTR) and getattr(cls, ATTR).target is cls:
             raise DefinitionError(f"{cls.__qualname__} is already decorated; apply it once")
         warm = 0 if min_workers is None else min_workers
+        widest = max(max_partitions, warm) if max_workers is None else max_workers
         spec = FunctionSpec(
+            **{**given, "min_workers": warm, "max_workers": widest},
             name=name or cls.__name__.lower(),
             subjects=tuple(subjects),
-            timeout=timeout,
-            concurrency=concurrency,
-            min_workers=warm,
-            max_workers=max(max_partitions, warm) if max_workers is None else max_workers,
-            idle_timeout=idle_timeout,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            retries=retries,
-            backoff=tuple(backoff),
             partitions=max_partitions,
-            channel=channel,
-            worker_memory_mb=worker_memory_mb,
         ).validate()
         definition = Definition(
             spec=spec, target=cls, is_class=True, wants_ctx=False, partitioned=True

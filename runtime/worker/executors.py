@@ -12,6 +12,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.decorator import Definition
+from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
 from runtime.wire import codec, protocol
 from runtime.wire.spec import FunctionSpec
@@ -23,7 +24,7 @@ log = logging.getLogger("shoal.executors")
 _MSGPACK = {protocol.CONTENT_TYPE: protocol.MSGPACK}
 
 
-class RemoteExecutor:
+class RemoteExecutor(Executor[Any, Any]):
     """Sends one item per request to the executor pool, which batches across handlers."""
 
     def __init__(self, nc: NATS, spec: FunctionSpec) -> None:
@@ -50,7 +51,7 @@ class RemoteExecutor:
         return codec.decode_answer(reply.data, reply.headers)
 
 
-class LocalExecutor:
+class LocalExecutor(Executor[Any, Any]):
     """A fused executor: the model lives in the handler's own process."""
 
     def __init__(self, batcher: Batcher) -> None:

@@ -2,7 +2,7 @@
 
 import time
 
-from runtime import executor, function
+from runtime import Executor, executor, function, uses
 
 
 @executor(name="doubler", max_batch=8, max_wait_ms=50, timeout=3, max_workers=1)
@@ -18,15 +18,23 @@ class Doubler:
         return [{"value": item["n"] * self.factor, "batch": len(batch)} for item in batch]
 
 
+# The older form: uses=[...] and a parameter annotated with the class (still served).
 @function(name="double", uses=[Doubler])
 async def double(event, doubler: Doubler):
     return (await doubler({"n": event["n"]}))["value"]
 
 
-@function(name="batchinfo", uses=[Doubler], concurrency=32)
-async def batchinfo(event, doubler: Doubler, ctx=None):
+@function(name="batchinfo", concurrency=32)
+async def batchinfo(event, doubler: Executor[dict, dict] = uses(Doubler), ctx=None):
     # The first delivery asks to hold (so the test can kill the executor mid-batch);
     # a redelivery does not.
     item = {"n": event["n"], "poison": event.get("poison", False)}
     item["hold"] = bool(event.get("hold")) and ctx.attempt == 1
     return await doubler(item)
+
+
+@function(name="doublemany")
+async def doublemany(event, doubler: Executor[dict, dict] = uses(Doubler)):
+    """All of ``event["ns"]`` through the executor at once, answered in their order."""
+    results = await doubler.map({"n": n, "poison": n < 0} for n in event["ns"])
+    return [r["value"] for r in results]

@@ -26,7 +26,7 @@ sentence_transformers = pytest.importorskip("sentence_transformers")
 import onnx  # noqa: E402
 
 from functions import embed as E  # noqa: E402
-from runtime import ExecutorUnavailable, InvalidPayload  # noqa: E402
+from runtime import Executor, ExecutorUnavailable, InvalidPayload  # noqa: E402
 from runtime.define.decorator import definition_of  # noqa: E402
 from runtime.wire import codec  # noqa: E402
 
@@ -59,7 +59,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-class Batcher:
+class Batcher(Executor):
     """Stands in for the runtime's executor proxy: holds items until ``size`` calls are
     waiting, then runs them through the executor as one batch, over the wire format."""
 
@@ -79,8 +79,12 @@ class Batcher:
         return await fut
 
 
-async def never_called(item):
-    raise AssertionError("the executor must not be called for an invalid request")
+class NeverCalled(Executor):
+    async def __call__(self, item):
+        raise AssertionError("the executor must not be called for an invalid request")
+
+
+never_called = NeverCalled()
 
 
 def run_in_subprocess(code: str, **env: str) -> str:
@@ -271,11 +275,12 @@ def test_handler_answers_one_text(onnx_minilm, reference):
 
 @pytest.mark.parametrize("event", [{"text": "a"}, {"texts": ["a", "b"]}])
 def test_handler_fails_with_the_executors_error(event):
-    async def unavailable(item):
-        raise ExecutorUnavailable("executor 'minilm' did not answer")
+    class Unavailable(Executor):
+        async def __call__(self, item):
+            raise ExecutorUnavailable("executor 'minilm' did not answer")
 
     with pytest.raises(ExecutorUnavailable, match="did not answer"):
-        asyncio.run(E.embed(event, unavailable))
+        asyncio.run(E.embed(event, Unavailable()))
 
 
 def test_handler_answers_no_texts():
