@@ -24,12 +24,11 @@ from runtime.wire.results import Result, ResultStore, make_result
 from runtime.worker.invoker import Invoker
 from runtime.worker.pull import Puller, Slots
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
+from runtime.worker.settle import DeadLetter, Nak, settle
 
 log = logging.getLogger("shoal.worker")
 
 HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
-RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
-RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
 
 
 class Worker(Serving):
@@ -264,27 +263,22 @@ class Worker(Serving):
                     await msg.ack()
                     return
             result, reply, error = await self._execute(msg, request_id, attempt, durable=True)
-            if error is not None:
-                code = error.code
-                again = (error.retryable and attempt < self.spec.max_deliver) or (
-                    code in RETRIED and attempt <= self.spec.retries
+            decision = settle(error, attempt, self.spec)
+            if isinstance(decision, Nak):
+                # JetStream redelivers it after the delay: no timer of ours to lose.
+                log.info("retrying %s in %gs: %s", request_id, decision.delay, error)
+                await msg.nak(delay=decision.delay)
+                return
+            if isinstance(decision, DeadLetter):
+                await self._dead_letter(
+                    function=self.spec.name,
+                    original_subject=msg.subject,
+                    data=msg.data,
+                    headers=headers,
+                    reason=decision.reason,
+                    code=decision.code,
+                    deliveries=attempt,
                 )
-                if again:
-                    # JetStream redelivers it after the delay: no timer of ours to lose.
-                    delay = self.spec.delay(attempt) if code in RETRIED else RETRY_DELAY
-                    log.info("retrying %s in %gs: %s", request_id, delay, error)
-                    await msg.nak(delay=delay)
-                    return
-                if code != Cancelled.code:
-                    await self._dead_letter(
-                        function=self.spec.name,
-                        original_subject=msg.subject,
-                        data=msg.data,
-                        headers=headers,
-                        reason=result.value["message"],
-                        code=code,
-                        deliveries=attempt,
-                    )
             if reply_to:
                 await self._reply(reply_to, reply)
             await self._results.put(result)  # stored before the ack: at-least-once
