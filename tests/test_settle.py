@@ -14,7 +14,9 @@ from runtime.errors import (
     FunctionTimeout,
     InvalidPayload,
     PartitionLost,
+    Reject,
     ResultNotSerializable,
+    Retry,
     ShoalError,
 )
 from runtime.wire.spec import FunctionSpec
@@ -95,6 +97,71 @@ def test_decisions_are_frozen() -> None:
         Nak(1.0).delay = 2.0  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         DeadLetter("r", "c").code = "d"  # type: ignore[misc]
+
+
+def test_retry_reruns_after_its_delay_while_deliveries_remain_whatever_retries_says() -> None:
+    s = spec(retries=0, max_deliver=3)
+    assert settle(Retry(delay=2.5), 1, s) == Nak(2.5)
+    assert settle(Retry(delay=2.5), 2, s) == Nak(2.5)
+    assert settle(Retry(delay=0), 1, s) == Nak(0.0)
+    # The last delivery: dead-lettered, with its own code.
+    assert settle(Retry("not yet", delay=2.5), 3, s) == DeadLetter("not yet", "retry")
+
+
+def test_retry_without_a_delay_follows_the_backoff() -> None:
+    s = spec(max_deliver=5, backoff=(1, 5))
+    assert [settle(Retry(), a, s) for a in (1, 2, 3)] == [Nak(1.0), Nak(5.0), Nak(5.0)]
+
+
+def test_reject_is_dead_lettered_at_once_whatever_retries_says() -> None:
+    for attempt in (1, 2):
+        decision = settle(Reject("no such order"), attempt, spec(retries=3))
+        assert decision == DeadLetter("no such order", "rejected")
+
+
+def test_retry_and_reject_travel_on_the_wire_with_stable_codes() -> None:
+    for err in (Retry("later", delay=3, request_id="r"), Reject("never", request_id="r")):
+        wire = err.to_wire()
+        assert wire == {
+            "type": type(err).__name__,
+            "code": err.code,
+            "message": err.message,
+            "request_id": "r",
+        }
+        back = ShoalError.from_wire(wire)
+        assert type(back) is type(err) and back.message == err.message
+    assert (Retry.code, Reject.code) == ("retry", "rejected")
+    assert ShoalError.from_wire(Retry(delay=3).to_wire()).delay is None  # the delay stays home
+
+
+def test_retry_and_reject_say_what_happened_without_a_reason() -> None:
+    assert Retry(delay=2.5).message == "the handler asked to run again in 2.5s"
+    assert Retry().message == "the handler asked to run again"
+    assert Reject().message == "the handler rejected the event"
+    assert Reject(17).message == "17"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("delay", "kind"),
+    [
+        (-1, ValueError),
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        ("5", TypeError),
+        (True, TypeError),
+        ([1], TypeError),
+    ],
+)
+def test_a_bad_retry_delay_is_a_typed_error(delay: object, kind: type[Exception]) -> None:
+    with pytest.raises(kind, match=r"Retry\(delay=\.\.\.\)"):
+        Retry(delay=delay)  # type: ignore[arg-type]
+
+
+def test_retry_and_reject_are_exported() -> None:
+    import runtime
+
+    assert runtime.Retry is Retry and runtime.Reject is Reject
+    assert {"Retry", "Reject"} <= set(runtime.__all__)
 
 
 RETRIED = ("function_error", "timeout")

@@ -82,6 +82,12 @@ def function(
     ``retries`` re-runs a durable event whose handler raised or timed out, waiting
     ``backoff[n]`` seconds (JetStream's delayed redelivery), then dead-letters it.
 
+    A handler may choose a durable event's fate itself: ``raise Retry(delay=30)`` runs it
+    again after 30 seconds (``backoff`` with no delay), counted against ``max_deliver``, and
+    dead-letters it on the last delivery; ``raise Reject("why")`` dead-letters it now,
+    skipping ``retries``. A request/reply call is never redelivered: its caller gets the
+    :class:`~runtime.Retry` or :class:`~runtime.Reject` error.
+
     ``uses=[SomeExecutor]`` declares the :func:`executor` classes the handler awaits; each is
     passed in as a parameter annotated with its class (``async def f(event, model: Model)``)
     and called with one item: ``await model(item)``. ``fuse=True`` runs those executors

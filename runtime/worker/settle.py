@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.errors import Cancelled, FunctionError, FunctionTimeout, ShoalError
+from runtime.errors import Cancelled, FunctionError, FunctionTimeout, Reject, Retry, ShoalError
 from runtime.wire.spec import FunctionSpec
 
 #: Seconds before a transient failure (an executor away, a partition lost) is redelivered.
@@ -47,6 +47,9 @@ def settle(error: ShoalError | None, attempt: int, spec: FunctionSpec) -> Decisi
     In order:
 
     - success, or :class:`Cancelled` (deliberate, so final and not dead-lettered): ``Ack``;
+    - :class:`Reject`: ``DeadLetter`` at once, whatever ``retries`` says;
+    - :class:`Retry`: ``Nak(retry.delay)`` (the function's ``backoff`` when it gave none)
+      while deliveries remain (``attempt < max_deliver``), then ``DeadLetter``;
     - the handler raised or timed out (:data:`RERUN`): ``Nak(spec.delay(attempt))`` for
       ``retries`` re-runs (``attempt <= retries``), then ``DeadLetter``;
     - a transient failure (an error class with ``retryable``, e.g. ``ExecutorUnavailable``):
@@ -57,6 +60,10 @@ def settle(error: ShoalError | None, attempt: int, spec: FunctionSpec) -> Decisi
     """
     if error is None or isinstance(error, Cancelled):
         return Ack()
+    if isinstance(error, Reject):
+        return DeadLetter(error.message, error.code)
+    if isinstance(error, Retry) and attempt < spec.max_deliver:
+        return Nak(spec.delay(attempt) if error.delay is None else error.delay)
     if isinstance(error, RERUN) and attempt <= spec.retries:
         return Nak(spec.delay(attempt))
     if error.retryable and attempt < spec.max_deliver:
