@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError, WorkerUnavailable
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.cold")
@@ -111,10 +110,5 @@ class ColdPath:
         if not msg.reply:
             return
         enc = codec.encoding_of((msg.headers or {}).get(protocol.CONTENT_TYPE))
-        headers: dict[str, Any] = {
-            protocol.STATUS: "error",
-            protocol.CONTENT_TYPE: codec.CONTENT_TYPES[enc],
-        }
-        await self.nc.publish(
-            msg.reply, codec.encode({"error": err.to_wire()}, enc), headers=headers
-        )
+        reply = answer.error(err, enc)
+        await self.nc.publish(msg.reply, reply.body, headers=reply.headers)

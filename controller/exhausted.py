@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from runtime.errors import DeliveryExhausted
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.results import ResultStore, make_result
@@ -55,9 +55,7 @@ async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> Non
         log.info("exhausted event %s/%d is gone: %s", spec.stream, seq, e)
         return
     headers = dict(raw.headers or {})
-    request_id = (
-        headers.get(protocol.REQUEST_ID) or headers.get(protocol.MSG_ID) or f"{spec.name}-{seq}"
-    )
+    request_id = answer.request_id(headers, answer.sequence_id(spec.name, seq))
     err = DeliveryExhausted(
         f"{spec.name} gave up after {deliveries} deliveries: each time its worker died or ran "
         f"past ack_wait ({spec.ack_wait:g}s) without answering",
@@ -78,14 +76,7 @@ async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> Non
     await ResultStore(nc, await kv(js, protocol.RESULTS_BUCKET)).put(result)
     reply_to = headers.get(protocol.REPLY_TO)
     if reply_to and protocol.reply_allowed(reply_to):
-        await nc.publish(
-            reply_to,
-            codec.encode({"error": err.to_wire()}, enc),
-            headers={
-                protocol.REQUEST_ID: request_id,
-                protocol.STATUS: "error",
-                protocol.CONTENT_TYPE: codec.CONTENT_TYPES[enc],
-            },
-        )
+        reply = answer.of_result(result)
+        await nc.publish(reply_to, reply.body, headers=reply.headers)
     await js.delete_msg(spec.stream, seq)
     log.warning("dead-lettered %s after %d deliveries", request_id, deliveries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from types import TracebackType
 from typing import Any
 
@@ -14,7 +13,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from runtime.errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.codec import Encoding
 from runtime.wire.connection import connect, kv
 from runtime.wire.results import Result, ResultStore
@@ -76,7 +75,7 @@ class Client:
             raise WorkerUnavailable(
                 f"no answer from {function!r} within {timeout:g}s", request_id=request_id
             ) from None
-        return codec.decode_answer(reply.data, reply.headers)
+        return answer.decode(reply.data, reply.headers)
 
     async def publish(
         self,
@@ -97,7 +96,7 @@ class Client:
             if "." in subject_or_function
             else protocol.event_subject(subject_or_function)
         )
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or answer.new_request_id()
         headers = {
             protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding],
             protocol.MSG_ID: request_id,

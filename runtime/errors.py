@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 MAX_MESSAGE = 4096  # characters of an error message sent on the wire
@@ -11,7 +12,8 @@ class ShoalError(Exception):
     """Root of every error Shoal raises or sends back to a caller."""
 
     code: ClassVar[str] = "internal"
-    #: Whether retrying the same event could succeed (decides ack vs redelivery).
+    #: Whether the same event could succeed later unchanged: a durable event failing so is
+    #: redelivered while deliveries remain (see :func:`runtime.worker.settle.settle`).
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
@@ -143,6 +145,48 @@ class IntermediateStoreError(ShoalError):
     retryable = True
 
 
+class Retry(ShoalError):
+    """Raised by a handler: run this durable event again after ``delay`` seconds.
+
+    ``raise Retry(delay=30)`` (or ``Retry("model still loading", delay=30)``) has JetStream
+    redeliver the event after the delay; with no delay the function's ``backoff`` applies.
+    Each re-run counts against ``max_deliver`` (not ``retries``): on the last delivery the
+    event is dead-lettered instead, and its answer is this error. On a request/reply call,
+    which is never redelivered, the caller gets this error (code ``retry``) at once and may
+    call again. The delay does not travel on the wire.
+    """
+
+    code = "retry"
+
+    def __init__(
+        self, reason: str = "", *, delay: float | None = None, request_id: str | None = None
+    ) -> None:
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise TypeError(f"Retry(delay=...) takes seconds as a number, got {delay!r}")
+            if not math.isfinite(delay) or delay < 0:
+                raise ValueError(f"Retry(delay=...) must be finite seconds >= 0, got {delay!r}")
+        self.delay = None if delay is None else float(delay)
+        when = "" if delay is None else f" in {delay:g}s"
+        super().__init__(
+            str(reason) or f"the handler asked to run again{when}", request_id=request_id
+        )
+
+
+class Reject(ShoalError):
+    """Raised by a handler: this durable event can never succeed; dead-letter it now.
+
+    ``raise Reject("order 17 does not exist")`` skips any ``retries``: the event goes to the
+    dead-letter stream after this one delivery (code ``rejected``, the reason kept), and its
+    answer is this error. On a request/reply call the caller gets this error.
+    """
+
+    code = "rejected"
+
+    def __init__(self, reason: str = "", *, request_id: str | None = None) -> None:
+        super().__init__(str(reason) or "the handler rejected the event", request_id=request_id)
+
+
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
@@ -163,5 +207,7 @@ _BY_CODE: dict[str, type[ShoalError]] = {
         ModelTooLarge,
         PartitionLost,
         IntermediateStoreError,
+        Retry,
+        Reject,
     )
 }

@@ -21,7 +21,6 @@ and ``combine`` against a real cluster, as tests/test_partitioned.py does.
 
 from __future__ import annotations
 
-import uuid
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -32,7 +31,7 @@ from runtime.context import Context
 from runtime.define.decorator import Definition, definition_of
 from runtime.define.handles import Executor
 from runtime.errors import DefinitionError, ExecutorUnavailable, ShoalError
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.codec import Encoding
 from runtime.wire.spec import FunctionSpec
 from runtime.worker.batching import Batcher
@@ -40,12 +39,6 @@ from runtime.worker.executors import start_executor
 from runtime.worker.invoker import Invoker
 
 __all__ = ["TestApp"]
-
-
-def _read(body: bytes, status: str, enc: Encoding) -> Any:
-    """An answer as a caller reads it: the value, or its typed error raised."""
-    headers = {protocol.STATUS: status, protocol.CONTENT_TYPE: codec.CONTENT_TYPES[enc]}
-    return codec.decode_answer(body, headers)
 
 
 class _WireExecutor(Executor[Any, Any]):
@@ -61,14 +54,14 @@ class _WireExecutor(Executor[Any, Any]):
         try:
             with anyio.fail_after(self.spec.timeout):
                 decoded, _ = codec.decode(body, protocol.MSGPACK)  # as the executor reads it
-                answer, status = codec.encode(await self._batcher.submit(decoded), "msgpack"), "ok"
+                reply = answer.ok(await self._batcher.submit(decoded), "msgpack")
         except TimeoutError:
             raise ExecutorUnavailable(
                 f"executor {self.spec.name!r} did not answer within {self.spec.timeout:g}s"
             ) from None
         except ShoalError as e:
-            answer, status = codec.encode({"error": e.to_wire()}, "msgpack"), "error"
-        return _read(answer, status, "msgpack")
+            reply = answer.error(e, "msgpack")
+        return answer.decode(reply.body, reply.headers)  # as the handler reads it
 
 
 def _close_all(batchers: list[Batcher]) -> None:
@@ -152,7 +145,7 @@ class TestApp:
         if self._invoker is None:
             raise RuntimeError("use TestApp as 'async with TestApp(fn) as app: ...'")
         enc = encoding or self.encoding
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or answer.new_request_id()
         body = codec.encode(event, enc)  # as the client sends it (unencodable: raises here)
         content_type = codec.CONTENT_TYPES[enc]
         ctx = Context(
@@ -166,8 +159,8 @@ class TestApp:
         try:
             decoded, enc = codec.decode(body, content_type)  # as the worker reads it
             value = await self._invoker.invoke(decoded, ctx)
-            answer, status = codec.encode(value, enc), "ok"
+            reply = answer.ok(value, enc, request_id)
         except ShoalError as e:
             e.request_id = request_id
-            answer, status = codec.encode({"error": e.to_wire()}, enc), "error"
-        return _read(answer, status, enc)
+            reply = answer.error(e, enc, request_id)
+        return answer.decode(reply.body, reply.headers)  # as the client reads it

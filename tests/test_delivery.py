@@ -1,17 +1,23 @@
-"""Delivery guarantees: retries with backoff, dead letters, idempotency, ack extension, cancel."""
+"""Delivery guarantees: retries with backoff, dead letters, idempotency, ack extension, cancel,
+and a handler's own choice (Retry, Reject)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
-from runtime import Client
+from controller import EmbeddedNats, ProcessLauncher, deploy_file
+from controller.launcher import LaunchRequest
+from runtime import Client, Reject, Retry
 from runtime.wire import deadletter, protocol
-from tests.conftest import FNS, Cluster, wait_workers
+from tests.conftest import FAST, FNS, Cluster, wait_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +30,20 @@ async def publish(cluster: Cluster, fn: str, event: object, rid: str, reply: str
         json.dumps(event).encode(),
         headers={"Shoal-Reply-To": reply, "Nats-Msg-Id": rid},
     )
+
+
+async def watch_settlements(nc: NATS, function: str) -> Subscription:
+    """What workers tell JetStream about each delivery of a function's events, on subjects
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``."""
+    return await nc.subscribe(f"$JS.ACK.{protocol.stream_name(function)}.{protocol.CONSUMER}.>")
+
+
+async def next_settlement(settlements: Subscription) -> tuple[int, bytes]:
+    """(delivery count, what the worker said) for the next ack or nak; progress skipped."""
+    while True:
+        msg = await settlements.next_msg(timeout=30)
+        if msg.data != b"+WPI":
+            return int(msg.subject.split(".")[4]), msg.data
 
 
 async def test_retries_with_backoff_then_success(cluster: Cluster) -> None:
@@ -137,3 +157,79 @@ async def test_cancel_queued_and_running_invocations(cluster: Cluster) -> None:
     assert reply.headers["Shoal-Request-Id"] == "cancel-running"
     assert json.loads(reply.data)["error"]["code"] == "cancelled"
     assert await deadletter.list_dead(nc.jetstream(), "long") == []  # deliberate: no dead letter
+
+
+async def test_handler_raising_retry_is_run_again_after_its_delay(cluster: Cluster) -> None:
+    await cluster.deploy(DELIVERY)
+    nc = cluster.nc
+    sub = await nc.subscribe("patient.answers")
+    settlements = await watch_settlements(nc, "patient")
+    await publish(cluster, "patient", {"delay": 0.5}, "patient-1", "patient.answers")
+    reply = await sub.next_msg(timeout=60)
+    nak = b'-NAK {"delay": 500000000}'  # nanoseconds
+    assert [await next_settlement(settlements) for _ in range(3)] == [(1, nak), (2, nak), (3, b"")]
+    answer = json.loads(reply.data)
+    assert answer["attempt"] == 3  # two Retry raised, no retries= set
+    # JetStream held each redelivery for the delay (not ack_wait, 30 s, as for a lost event).
+    assert len(answer["gaps"]) == 2 and all(0.5 <= gap < 15 for gap in answer["gaps"])
+    assert await deadletter.list_dead(nc.jetstream(), "patient") == []
+    stored = await Client(nc).result("patient-1")
+    assert stored is not None and stored.ok
+
+
+async def test_retry_past_max_deliver_is_dead_lettered(cluster: Cluster) -> None:
+    await cluster.deploy(DELIVERY)
+    nc = cluster.nc
+    sub = await nc.subscribe("stubborn.answers")
+    await publish(cluster, "stubborn", {}, "stubborn-1", "stubborn.answers")
+    reply = await sub.next_msg(timeout=60)
+    assert json.loads(reply.data)["error"]["code"] == "retry"
+    (letter,) = await deadletter.list_dead(nc.jetstream(), "stubborn")
+    assert letter.request_id == "stubborn-1" and letter.deliveries == 2  # max_deliver
+    assert letter.code == "retry" and "run again in 0.1s" in letter.reason
+
+
+async def test_handler_raising_reject_is_dead_lettered_after_one_delivery(
+    cluster: Cluster,
+) -> None:
+    await cluster.deploy(DELIVERY)
+    nc = cluster.nc
+    sub = await nc.subscribe("picky.answers")
+    settlements = await watch_settlements(nc, "picky")
+    await publish(cluster, "picky", {"order": 17}, "picky-1", "picky.answers")
+    reply = await sub.next_msg(timeout=60)
+    assert await next_settlement(settlements) == (1, b"")  # acknowledged on its first delivery
+    assert reply.headers["Shoal-Status"] == "error"
+    err = json.loads(reply.data)["error"]
+    assert err == {
+        "type": "Reject",
+        "code": "rejected",
+        "message": "order 17 does not exist",
+        "request_id": "picky-1",
+    }
+    (letter,) = await deadletter.list_dead(nc.jetstream(), "picky")
+    assert letter.request_id == "picky-1" and letter.deliveries == 1  # retries=3 skipped
+    assert letter.code == "rejected" and letter.reason == "order 17 does not exist"
+    ci = await nc.jetstream().consumer_info(protocol.stream_name("picky"), "workers")
+    assert ci.num_redelivered == 0 and ci.num_ack_pending == 0 and ci.num_pending == 0
+    stored = await Client(nc).result("picky-1")
+    assert stored is not None and isinstance(stored.error, Reject)
+
+
+async def test_retry_and_reject_on_a_call_answer_their_typed_errors(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No controller, so no cold path: every call reaches a worker, and is never redelivered.
+    # (A cold call is queued as a durable event and follows the durable rules.)
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    specs = {s.name: s for s in await deploy_file(nc, DELIVERY, wait=0)}
+    client = Client(nc)
+    async with ProcessLauncher(code_dir=tmp_path / "code", stop_grace=15) as launcher:
+        for name in ("picky", "patient"):
+            await launcher.start(LaunchRequest(name, f"w-{name}", specs[name].version, FAST))
+            await wait_workers(nc, name, lambda e: any(w["state"] == "ready" for w in e.values()))
+        with pytest.raises(Reject, match="order 3 does not exist"):
+            await client.call("picky", {"order": 3}, timeout=30)
+        with pytest.raises(Retry, match=r"not yet \(1\)"):
+            await client.call("patient", {"delay": 5}, timeout=30)
+    assert await deadletter.list_dead(nc.jetstream()) == []  # calls are not dead-lettered

@@ -69,6 +69,12 @@ def function(
     ``retries`` re-runs a durable event whose handler raised or timed out, waiting
     ``backoff[n]`` seconds (JetStream's delayed redelivery), then dead-letters it.
 
+    A handler may choose a durable event's fate itself: ``raise Retry(delay=30)`` runs it
+    again after 30 seconds (``backoff`` with no delay), counted against ``max_deliver``, and
+    dead-letters it on the last delivery; ``raise Reject("why")`` dead-letters it now,
+    skipping ``retries``. A request/reply call is never redelivered: its caller gets the
+    :class:`~runtime.Retry` or :class:`~runtime.Reject` error.
+
     A handler receives each :func:`executor` it awaits as a parameter whose default is
     :func:`~runtime.uses`, typed :class:`~runtime.Executor`:
     ``async def f(event, model: Executor[Item, Result] = uses(Model))``, then

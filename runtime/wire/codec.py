@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from runtime.errors import InvalidPayload, ResultNotSerializable, ShoalError
+from runtime.errors import InvalidPayload, ResultNotSerializable
 from runtime.wire import protocol
 
 Encoding = Literal["json", "msgpack"]
@@ -131,15 +131,6 @@ def encoding_of(content_type: str | None) -> Encoding:
     if content_type and _TYPES.get(content_type.split(";", 1)[0].strip().lower()) == "msgpack":
         return "msgpack"
     return "json"
-
-
-def decode_answer(data: bytes, headers: dict[str, str] | None) -> Any:
-    """An answer's value; raises the typed error when its ``Shoal-Status`` is ``error``."""
-    headers = headers or {}
-    value, _ = decode(data, headers.get(protocol.CONTENT_TYPE))
-    if headers.get(protocol.STATUS) == "error":
-        raise ShoalError.from_wire(value["error"])
-    return value
 
 
 def pack(value: Any) -> bytes:

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from runtime.errors import ShoalError
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.spec import FunctionSpec
 from runtime.worker.batching import Batcher
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
@@ -82,16 +82,11 @@ class ExecutorWorker(Serving):
             headers = msg.headers or {}
             try:
                 item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
-                result = await self.batcher.submit(item)
-                body, status = codec.encode(result, "msgpack"), "ok"
+                reply = answer.ok(await self.batcher.submit(item), "msgpack")
             except ShoalError as e:
-                body, status = codec.encode({"error": e.to_wire()}, "msgpack"), "error"
-            if msg.reply:
-                await self.nc.publish(
-                    msg.reply,
-                    body,
-                    headers={protocol.STATUS: status, protocol.CONTENT_TYPE: protocol.MSGPACK},
-                )
+                reply = answer.error(e, "msgpack")
+            if msg.reply:  # an item's answer goes to one handler: no request id of its own
+                await self.nc.publish(msg.reply, reply.body, headers=reply.headers)
             self.served += 1
         except Exception:
             log.exception("executor item failed")

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from runtime.define.decorator import Definition
 from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.spec import FunctionSpec
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
@@ -48,7 +48,7 @@ class RemoteExecutor(Executor[Any, Any]):
             raise ExecutorUnavailable(
                 f"executor {self.spec.name!r} did not answer within {self.spec.timeout:g}s"
             ) from None
-        return codec.decode_answer(reply.data, reply.headers)
+        return answer.decode(reply.data, reply.headers)
 
 
 class LocalExecutor(Executor[Any, Any]):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any
 
 import anyio
@@ -18,19 +17,18 @@ from nats.aio.msg import Msg
 from runtime.context import Context
 from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
 from runtime.partition.worker import Partitions
-from runtime.wire import codec, protocol
+from runtime.wire import answer, codec, protocol
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.results import Result, ResultStore, make_result
 from runtime.worker.invoker import Invoker
 from runtime.worker.pull import Puller, Slots
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
+from runtime.worker.settle import DeadLetter, Nak, settle
 
 log = logging.getLogger("shoal.worker")
 
 HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
-RETRY_DELAY = 1.0  # seconds before a retryable failure (an executor away) is redelivered
-RETRIED = ("function_error", "timeout")  # failures that retries= re-runs; others are final
 
 
 class Worker(Serving):
@@ -170,8 +168,8 @@ class Worker(Serving):
 
     async def _execute(
         self, msg: Msg, request_id: str, attempt: int, durable: bool
-    ) -> tuple[Result, bytes, bool]:
-        """Run the handler on a message: (result, encoded answer, worth retrying)."""
+    ) -> tuple[Result, answer.Answer, ShoalError | None]:
+        """Run the handler on a message: its result, its answer, and the error it ended in."""
         headers = msg.headers or {}
         content_type = headers.get(protocol.CONTENT_TYPE)
         enc = codec.encoding_of(content_type)
@@ -189,38 +187,27 @@ class Worker(Serving):
                     self._running.pop(key, None)
             if scope.cancelled_caught:
                 raise Cancelled(f"{request_id} was cancelled", request_id=request_id)
-            body = codec.encode(value, enc)
-            if len(body) + HEADROOM > self.nc.max_payload:
+            reply = answer.ok(value, enc, request_id)
+            if len(reply.body) + HEADROOM > self.nc.max_payload:
                 raise PayloadTooLarge(
-                    f"the answer is {len(body)} bytes, more than NATS carries "
+                    f"the answer is {len(reply.body)} bytes, more than NATS carries "
                     f"({self.nc.max_payload}): return less, or put large data in storage/ "
                     "and return its reference",
                     request_id=request_id,
                 )
-            return make_result(request_id, self.spec.name, True, value, enc), body, False
+            return make_result(request_id, self.spec.name, True, value, enc), reply, None
         except ShoalError as e:
             e.request_id = request_id
-            wire = e.to_wire()
-            body = codec.encode({"error": wire}, enc)
-            return make_result(request_id, self.spec.name, False, wire, enc), body, e.retryable
+            result = make_result(request_id, self.spec.name, False, e.to_wire(), enc)
+            return result, answer.of_result(result), e
 
-    async def _reply(self, subject: str, result: Result, body: bytes) -> None:
+    async def _reply(self, subject: str, reply: answer.Answer) -> None:
         """Send an answer; a failure here is logged, never allowed to block storing or acking."""
         try:
-            await self._publish_answer(subject, result, body)
+            await self.nc.publish(subject, reply.body, headers=reply.headers)
         except Exception as e:
-            log.warning("answer to %r for %s not sent: %r", subject, result.request_id, e)
-
-    async def _publish_answer(self, subject: str, result: Result, body: bytes) -> None:
-        await self.nc.publish(
-            subject,
-            body,
-            headers={
-                protocol.REQUEST_ID: result.request_id,
-                protocol.STATUS: "ok" if result.ok else "error",
-                protocol.CONTENT_TYPE: codec.CONTENT_TYPES[result.encoding],
-            },
-        )
+            rid = reply.headers.get(protocol.REQUEST_ID)
+            log.warning("answer to %r for %s not sent: %r", subject, rid, e)
 
     async def _dead_letter(self, **letter: Any) -> None:
         # Best effort: the answer and the stored result matter more than the copy kept here.
@@ -236,13 +223,11 @@ class Worker(Serving):
             self._calls -= 1  # cancelled while waiting for a slot: the worker is going away
             raise
         try:
-            headers = msg.headers or {}
-            request_id = (
-                headers.get(protocol.REQUEST_ID) or headers.get(protocol.MSG_ID) or uuid.uuid4().hex
-            )
-            result, body, _ = await self._execute(msg, request_id, 1, durable=False)
+            # Never redelivered: without an id of its own, a call gets a fresh one.
+            request_id = answer.request_id(msg.headers)
+            result, reply, _ = await self._execute(msg, request_id, 1, durable=False)
             if msg.reply:
-                await self._reply(msg.reply, result, body)
+                await self._reply(msg.reply, reply)
             assert self._results is not None
             await self._results.put_nowait(result)
             self.served += 1
@@ -258,53 +243,44 @@ class Worker(Serving):
         try:
             meta = msg.metadata
             headers = msg.headers or {}
-            request_id = (
-                headers.get(protocol.REQUEST_ID)
-                or headers.get(protocol.MSG_ID)
-                or f"{self.spec.name}-{meta.sequence.stream}"
+            # The stream sequence as the fallback: every redelivery keeps the same id.
+            request_id = answer.request_id(
+                headers, answer.sequence_id(self.spec.name, meta.sequence.stream)
             )
             reply_to = headers.get(protocol.REPLY_TO)
             if reply_to and not protocol.reply_allowed(reply_to):
                 log.warning("not answering %s on %r: a system subject", msg.subject, reply_to)
                 reply_to = None  # the result is still stored under its request id
             assert self._results is not None
-            if meta.num_delivered > 1:
+            attempt = meta.num_delivered
+            if attempt > 1:
                 # A redelivery whose first run finished but was never acknowledged: answer
                 # from the stored result instead of running the function twice.
                 prior = await self._results.get(request_id)
                 if prior is not None:
                     if reply_to:
-                        body = codec.encode(_body(prior), prior.encoding)
-                        await self._reply(reply_to, prior, body)
+                        await self._reply(reply_to, answer.of_result(prior))
                     await msg.ack()
                     return
-            result, body, retry = await self._execute(
-                msg, request_id, meta.num_delivered, durable=True
-            )
-            attempt = meta.num_delivered
-            if not result.ok:
-                code = result.value.get("code")
-                again = (retry and attempt < self.spec.max_deliver) or (
-                    code in RETRIED and attempt <= self.spec.retries
+            result, reply, error = await self._execute(msg, request_id, attempt, durable=True)
+            decision = settle(error, attempt, self.spec)
+            if isinstance(decision, Nak):
+                # JetStream redelivers it after the delay: no timer of ours to lose.
+                log.info("retrying %s in %gs: %s", request_id, decision.delay, error)
+                await msg.nak(delay=decision.delay)
+                return
+            if isinstance(decision, DeadLetter):
+                await self._dead_letter(
+                    function=self.spec.name,
+                    original_subject=msg.subject,
+                    data=msg.data,
+                    headers=headers,
+                    reason=decision.reason,
+                    code=decision.code,
+                    deliveries=attempt,
                 )
-                if again:
-                    # JetStream redelivers it after the delay: no timer of ours to lose.
-                    delay = self.spec.delay(attempt) if code in RETRIED else RETRY_DELAY
-                    log.info("retrying %s in %gs: %s", request_id, delay, result.value["message"])
-                    await msg.nak(delay=delay)
-                    return
-                if code != Cancelled.code:
-                    await self._dead_letter(
-                        function=self.spec.name,
-                        original_subject=msg.subject,
-                        data=msg.data,
-                        headers=headers,
-                        reason=result.value["message"],
-                        code=code,
-                        deliveries=attempt,
-                    )
             if reply_to:
-                await self._reply(reply_to, result, body)
+                await self._reply(reply_to, reply)
             await self._results.put(result)  # stored before the ack: at-least-once
             await msg.ack()
             self.served += 1
@@ -314,7 +290,3 @@ class Worker(Serving):
         finally:
             self._inflight_events.pop(msg.reply, None)
             self.slots.release()
-
-
-def _body(result: Result) -> Any:
-    return result.value if result.ok else {"error": result.value}
