@@ -312,6 +312,66 @@ def encoded(draw: Any, values: Any) -> tuple[bytes, str | None]:
     return data, ct
 
 
+def _utf8(draw: Any) -> tuple[bytes | Blob, str | None]:
+    bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80"]))
+    text = draw(st.text(alphabet=JSON_SAFE, max_size=10)).encode()
+    if draw(st.booleans()):
+        return b'{"text": "' + text + bad + b'"}', draw(st.sampled_from([None, VALID_TYPES[0]]))
+    raw = text + bad
+    return b"\x81\xa4text" + bytes([0xD9, len(raw)]) + raw, VALID_TYPES[1]
+
+
+def _deep(draw: Any) -> tuple[bytes | Blob, str | None]:
+    depth = draw(st.integers(1, 300) | st.integers(300, 1100) | st.integers(1100, 20_000))
+    shape = draw(st.sampled_from(["list", "object", "msgpack", "unbalanced"]))
+    if shape == "list":
+        return b"[" * depth + b"]" * depth, None
+    if shape == "object":
+        return b'{"a":' * depth + b"null" + b"}" * depth, VALID_TYPES[0]
+    if shape == "msgpack":
+        return b"\x91" * min(depth, 2000) + b"\xc0", VALID_TYPES[1]
+    return b"[" * depth, None
+
+
+def _large(draw: Any, function: str) -> tuple[bytes | Blob, str | None]:
+    size = draw(st.integers(min_value=10_000, max_value=LARGE_MAX - 64))
+    shape = draw(st.sampled_from(["text", "json-array", "bin", "float32"]))
+    if shape == "text":  # a JSON document holding a long string (ASCII or not)
+        unit = draw(st.text(alphabet=JSON_SAFE, min_size=1, max_size=8)).encode()
+        count = size // len(unit)
+        head = b'{"text": "' if function == "textstats" else b'"'
+        return Blob(head, unit, count, b'"}' if function == "textstats" else b'"'), None
+    if shape == "json-array":
+        return Blob(b"[0", b",1.5", size // 4, b"]"), VALID_TYPES[0]
+    if shape == "bin":
+        unit = draw(st.binary(min_size=1, max_size=8))
+        count = size // len(unit)
+        return Blob(b"\xc6" + (len(unit) * count).to_bytes(4, "big"), unit, count), (VALID_TYPES[1])
+    count = size // 5  # msgpack float32s: echoed as float64 (9 bytes each)
+    return Blob(b"\xdd" + count.to_bytes(4, "big"), b"\xca\x3f\xc0\x00\x00", count), (
+        VALID_TYPES[1]
+    )
+
+
+def _corrupt(draw: Any) -> tuple[bytes | Blob, str | None]:
+    data, ct = draw(encoded(VALUES))
+    buf = bytearray(data)
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        i = draw(st.integers(min_value=0, max_value=len(buf) - 1))
+        buf[i] = draw(st.integers(min_value=0, max_value=255))
+    return bytes(buf), ct
+
+
+def _raise_event(draw: Any) -> tuple[bytes | Blob, str | None]:
+    do = draw(st.sampled_from([*RAISER_COMMANDS, "big_message", "big_result", "other"]))
+    event: Any = {"do": do}
+    if do.startswith("big_"):
+        event["size"] = draw(st.integers(min_value=0, max_value=100_000))
+    if do == "other":
+        event = draw(VALUES)
+    return draw(encoded(st.just(event)))
+
+
 @st.composite
 def payload_for(draw: Any, family: str, function: str) -> tuple[bytes | Blob, str | None]:
     """A payload of one family, with the Content-Type to send (None: no header)."""
@@ -324,52 +384,16 @@ def payload_for(draw: Any, family: str, function: str) -> tuple[bytes | Blob, st
         cut = draw(st.integers(min_value=0, max_value=max(0, len(data) - 1)))
         return data[:cut], ct
     if family == "corrupt":
-        data, ct = draw(encoded(VALUES))
-        buf = bytearray(data)
-        for _ in range(draw(st.integers(min_value=1, max_value=4))):
-            i = draw(st.integers(min_value=0, max_value=len(buf) - 1))
-            buf[i] = draw(st.integers(min_value=0, max_value=255))
-        return bytes(buf), ct
+        return _corrupt(draw)
     if family == "utf8":
-        bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80"]))
-        text = draw(st.text(alphabet=JSON_SAFE, max_size=10)).encode()
-        if draw(st.booleans()):
-            return b'{"text": "' + text + bad + b'"}', draw(st.sampled_from([None, VALID_TYPES[0]]))
-        raw = text + bad
-        return b"\x81\xa4text" + bytes([0xD9, len(raw)]) + raw, VALID_TYPES[1]
+        return _utf8(draw)
     if family == "deep":
-        depth = draw(st.integers(1, 300) | st.integers(300, 1100) | st.integers(1100, 20_000))
-        shape = draw(st.sampled_from(["list", "object", "msgpack", "unbalanced"]))
-        if shape == "list":
-            return b"[" * depth + b"]" * depth, None
-        if shape == "object":
-            return b'{"a":' * depth + b"null" + b"}" * depth, VALID_TYPES[0]
-        if shape == "msgpack":
-            return b"\x91" * min(depth, 2000) + b"\xc0", VALID_TYPES[1]
-        return b"[" * depth, None
+        return _deep(draw)
     if family == "ctype":
         data, _ = draw(encoded(VALUES))
         return data, draw(CONTENT_TYPES)
     if family == "large":
-        size = draw(st.integers(min_value=10_000, max_value=LARGE_MAX - 64))
-        shape = draw(st.sampled_from(["text", "json-array", "bin", "float32"]))
-        if shape == "text":  # a JSON document holding a long string (ASCII or not)
-            unit = draw(st.text(alphabet=JSON_SAFE, min_size=1, max_size=8)).encode()
-            count = size // len(unit)
-            head = b'{"text": "' if function == "textstats" else b'"'
-            return Blob(head, unit, count, b'"}' if function == "textstats" else b'"'), None
-        if shape == "json-array":
-            return Blob(b"[0", b",1.5", size // 4, b"]"), VALID_TYPES[0]
-        if shape == "bin":
-            unit = draw(st.binary(min_size=1, max_size=8))
-            count = size // len(unit)
-            return Blob(b"\xc6" + (len(unit) * count).to_bytes(4, "big"), unit, count), (
-                VALID_TYPES[1]
-            )
-        count = size // 5  # msgpack float32s: echoed as float64 (9 bytes each)
-        return Blob(b"\xdd" + count.to_bytes(4, "big"), b"\xca\x3f\xc0\x00\x00", count), (
-            VALID_TYPES[1]
-        )
+        return _large(draw, function)
     if family == "schema":  # textstats wants {"text": <str>}
         bad = st.one_of(
             VALUES.filter(lambda v: not (isinstance(v, dict) and isinstance(v.get("text"), str))),
@@ -379,13 +403,7 @@ def payload_for(draw: Any, family: str, function: str) -> tuple[bytes | Blob, st
         good = st.fixed_dictionaries({"text": st.text(max_size=200)}, optional={"lang": TEXT})
         return draw(encoded(draw(st.sampled_from([bad, bad, good]))))
     if family == "raise":
-        do = draw(st.sampled_from([*RAISER_COMMANDS, "big_message", "big_result", "other"]))
-        event: Any = {"do": do}
-        if do.startswith("big_"):
-            event["size"] = draw(st.integers(min_value=0, max_value=100_000))
-        if do == "other":
-            event = draw(VALUES)
-        return draw(encoded(st.just(event)))
+        return _raise_event(draw)
     if family == "executor":
         n = st.integers(-1000, 1000) | st.floats(allow_nan=False) | TEXT | st.none()
         events = st.fixed_dictionaries({"n": n}, optional={"poison": st.booleans()})
