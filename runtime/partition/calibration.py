@@ -12,7 +12,6 @@ import logging
 import uuid
 from typing import Any
 
-import anyio
 import msgpack
 from nats.aio.client import Client as NATS
 
@@ -20,6 +19,7 @@ from runtime.partition.costmodel import CostModel, Link
 from runtime.partition.dataplane import DataPlane
 from runtime.wire import protocol
 from runtime.wire.connection import kv
+from runtime.wire.kvwatch import Change, Follower
 
 log = logging.getLogger("shoal.calibration")
 
@@ -59,17 +59,18 @@ async def publish(nc: NATS, model: CostModel) -> None:
 async def follow(nc: NATS, plane: DataPlane) -> None:
     """Keep ``plane.cost`` at the cluster's latest calibration (runs until cancelled)."""
     bucket = await kv(nc.jetstream(), protocol.DATAPLANE_BUCKET)
-    while True:
+
+    def on_change(change: Change) -> None:
+        if change.deleted:
+            return  # keep the last fit: a calibration is never withdrawn, only replaced
         try:
-            watcher = await bucket.watch(KEY)
-            async for entry in watcher:
-                if entry is None or not entry.value:
-                    continue
-                model = from_wire(entry.value)
-                if plane.store is None:  # this worker cannot use the object channel
-                    model = CostModel(inline=model.inline, object=None, calibrated=True)
-                plane.set_cost(model)
-                log.info("data plane cost model: %s", model.describe())
+            model = from_wire(change.value)
         except Exception as e:
-            log.warning("following the cost model failed (%s); retrying", e)
-            await anyio.sleep(5)
+            log.warning("ignoring an unreadable cost model: %s", e)
+            return
+        if plane.store is None:  # this worker cannot use the object channel
+            model = CostModel(inline=model.inline, object=None, calibrated=True)
+        plane.set_cost(model)
+        log.info("data plane cost model: %s", model.describe())
+
+    await Follower(bucket, on_change, keys=KEY).run()

@@ -91,11 +91,15 @@ class Follower:
     ``on_change`` with each change, in order, until cancelled.
 
     ``on_change`` runs in the follower's task and must not block; an exception from it ends
-    :meth:`run` (a consumer's bug is not a watch failure to retry).
+    :meth:`run` (a consumer's bug is not a watch failure to retry). With ``retry=False`` a
+    failed watch raises :class:`WatchFailed` instead of being made anew (one-shot reads).
     """
 
-    def __init__(self, bucket: KeyValue, on_change: OnChange, *, keys: str = ">") -> None:
+    def __init__(
+        self, bucket: KeyValue, on_change: OnChange, *, keys: str = ">", retry: bool = True
+    ) -> None:
         self._bucket = bucket
+        self._retry = retry
         self._on_change = on_change
         self._keys = keys
         self._nc: NATS = bucket._js._nc
@@ -128,6 +132,8 @@ class Follower:
                 await self._watch_once(self._scope)
                 delay = RETRY_MIN
             except WatchFailed as e:
+                if not self._retry:
+                    raise
                 if self._nc.is_closed:
                     break
                 log.warning(
@@ -244,10 +250,20 @@ async def _delivered_nothing(watcher: Any) -> bool:
     return not info.num_pending and not delivered
 
 
+class _CancelWhenStarted:
+    """A task status that ends a follower once it has caught up."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self._scope = scope
+
+    def started(self, value: None = None) -> None:
+        self._scope.cancel()
+
+
 async def listing(bucket: KeyValue, keys: str = ">") -> dict[str, Change]:
     """The current value of every key of ``bucket`` that ``keys`` matches, read through one
-    watch (deleted keys left out). Unlike ``connection.snapshot`` it keeps when each value
-    was stored (``Change.created``)."""
+    watch (deleted keys left out); raises :class:`WatchFailed` if the watch fails. Unlike
+    ``connection.snapshot`` it keeps when each value was stored (``Change.created``)."""
     found: dict[str, Change] = {}
 
     def on_change(change: Change) -> None:
@@ -256,7 +272,9 @@ async def listing(bucket: KeyValue, keys: str = ">") -> dict[str, Change]:
         else:
             found[change.key] = change
 
-    async with anyio.create_task_group() as tg:
-        await tg.start(Follower(bucket, on_change, keys=keys).run)
-        tg.cancel_scope.cancel()
+    follower = Follower(bucket, on_change, keys=keys, retry=False)
+    with anyio.CancelScope() as scope:
+        await follower.run(task_status=_CancelWhenStarted(scope))
+    if not follower.caught_up:
+        raise WatchFailed("the connection is closed")
     return found
