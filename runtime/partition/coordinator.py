@@ -32,7 +32,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from runtime.context import Context
 from runtime.define.partitioned import check_plan, memory_budget
 from runtime.errors import PartitionLost, ShoalError, WorkerUnavailable
-from runtime.partition.dataplane import RESULT_STEP, DataPlane, Mailbox, new_run_id
+from runtime.partition.dataplane import RESULT_STEP, DataPlane, new_run_id
+from runtime.partition.mailbox import Mailbox
 from runtime.partition.messages import MalformedMessage, Reply, RunPartition, task_subject
 from runtime.partition.peers import Peers
 from runtime.wire.spec import FunctionSpec
