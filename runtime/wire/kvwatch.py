@@ -33,7 +33,9 @@ at least one value (the marker then follows the message that emptied the backlog
 
 Stopping. Making a watch is shielded from cancellation (nats-py bounds it with its request
 timeout), so a cancelled follower always holds the watch it made; stopping it, shielded too,
-unsubscribes and deletes its consumer at once rather than leaving it to expire.
+unsubscribes and deletes its consumer at once rather than leaving it to expire. A follower
+needs the rights of a watch on the bucket's stream, ``$JS.API.CONSUMER.*.KV_<bucket>[.>]``
+(create, info, delete), as the roles in ``docs/security.md`` grant.
 """
 
 from __future__ import annotations
