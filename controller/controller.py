@@ -139,14 +139,7 @@ class Controller:
                 )
                 log.info("controller %s running", self.id)
                 task_status.started()
-                reconnects = self.nc.stats["reconnects"]
-                while True:
-                    if self.nc.stats["reconnects"] != reconnects:
-                        # Watches may not survive a reconnect (a restarted server lost
-                        # their consumers): read every bucket anew.
-                        reconnects = self.nc.stats["reconnects"]
-                        for view in (self.functions, self.workers, self.controllers):
-                            view.refresh()
+                while True:  # the views watch their buckets anew after a reconnect
                     try:
                         await self.reconcile()
                     except Exception:

@@ -8,8 +8,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import msgpack
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 
+from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.views")
@@ -18,65 +19,41 @@ T = TypeVar("T")
 
 
 class BucketView(Generic[T]):
-    """The latest value of every key in a bucket; ``changed`` fires on each update."""
+    """The latest value of every key in a bucket; ``changed`` fires on each update.
+
+    Kept by a :class:`~runtime.wire.kvwatch.Follower`, which watches anew after a reconnect:
+    the values it delivers again overwrite the same entries.
+    """
 
     def __init__(self, bucket: KeyValue) -> None:
-        self._bucket = bucket
         self._items: dict[str, tuple[T, float]] = {}
         self.changed = anyio.Event()
-        self._scope = anyio.CancelScope()
-        self._started = False  # whether run() has reported its initial snapshot
+        self._follower = Follower(bucket, self._apply)
 
     def decode(self, data: bytes) -> T:
         raise NotImplementedError
 
-    def refresh(self) -> None:
-        """Re-read the bucket from a new watch (after a reconnect, a watch may be dead)."""
-        self._scope.cancel()
-
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        while True:
-            with anyio.CancelScope() as self._scope:
-                try:
-                    await self._follow(task_status)
-                except Exception as e:
-                    log.warning("watch of %s failed, watching anew: %s", self._bucket._name, e)
-                    await anyio.sleep(1)  # the server is away: do not spin
+        """Follow the bucket; started once every entry present at the start is in."""
+        await self._follower.run(task_status=task_status)
 
-    async def _follow(self, task_status: anyio.abc.TaskStatus[None]) -> None:
-        watcher = await self._bucket.watchall()
-        initial = True
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values are all in
-                    initial = False
-                    if not self._started:
-                        self._started = True
-                        task_status.started()
-                    continue
-                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    self._items.pop(entry.key, None)
-                else:
-                    seen = time.monotonic()
-                    if initial and entry.created is not None:
-                        # Backdate the initial snapshot by its age, so entries of processes
-                        # that died before we started are not taken for live ones.
-                        seen -= max(0.0, time.time() - entry.created.timestamp())
-                    try:
-                        self._items[entry.key] = (self.decode(entry.value), seen)
-                    except Exception as e:  # one bad entry must not blind the controller
-                        log.warning("ignoring undecodable %s: %s", entry.key, e)
-                if self._started:
-                    self.changed.set()
-                    self.changed = anyio.Event()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await watcher.stop()  # type: ignore[no-untyped-call]
-                except Exception as e:
-                    log.debug("stopping a watch: %s", e)
+    def _apply(self, change: Change) -> None:
+        if change.deleted:
+            self._items.pop(change.key, None)
+        else:
+            seen = time.monotonic()
+            if change.initial and change.created is not None:
+                # Backdate the initial snapshot by its age, so entries of processes that
+                # died before we (re)started watching are not taken for live ones.
+                seen -= max(0.0, time.time() - change.created.timestamp())
+            try:
+                self._items[change.key] = (self.decode(change.value), seen)
+            except Exception as e:  # one bad entry must not blind the controller
+                log.warning("ignoring undecodable %s: %s", change.key, e)
+        self.changed.set()
+        self.changed = anyio.Event()
 
     def items(self, max_age: float | None = None) -> dict[str, T]:
         """Current entries; with ``max_age``, only those refreshed within that many seconds."""

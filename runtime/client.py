@@ -10,12 +10,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE
 
 from runtime.errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
 from runtime.wire import answer, codec, protocol
 from runtime.wire.codec import Encoding
 from runtime.wire.connection import connect, kv
+from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore
 
 
@@ -117,19 +117,28 @@ class Client:
         return await (await self._store()).get(request_id)
 
     async def wait_result(self, request_id: str, *, timeout: float = 60.0) -> Result:
-        """Wait for ``request_id``'s outcome, watching the results bucket (no polling)."""
+        """Wait for ``request_id``'s outcome, following its key in the results bucket (no
+        polling; across reconnects, like every follower)."""
         bucket = await kv(self.nc.jetstream(), protocol.RESULTS_BUCKET)
-        watcher = await bucket.watch(protocol.result_key(request_id))
-        try:
-            with anyio.fail_after(timeout):
-                async for entry in watcher:
-                    if entry is None or entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                        continue
-                    return Result.from_bytes(entry.value)
-        except TimeoutError:
-            pass
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        outcome: list[Result | Exception] = []
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tg:
+
+                def on_change(change: Change) -> None:
+                    if change.deleted or outcome:
+                        return
+                    try:
+                        outcome.append(Result.from_bytes(change.value))
+                    except Exception as e:  # raised here, not inside the follower
+                        outcome.append(e)
+                    tg.cancel_scope.cancel()
+
+                key = protocol.result_key(request_id)
+                tg.start_soon(Follower(bucket, on_change, keys=key).run)
+        if outcome:
+            if isinstance(outcome[0], Exception):
+                raise outcome[0]
+            return outcome[0]
         raise ResultNotFound(
             f"no result for {request_id!r} within {timeout:g}s", request_id=request_id
         )

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime.wire import protocol
 from runtime.wire.connection import connect, kv
+from runtime.wire.kvwatch import Change, Follower, listing
 from tests.storage.conftest import S3Server, s3_server
 
 __all__ = ["S3Server", "s3_server"]  # the real S3 server fixture, for tests outside storage/
@@ -89,43 +90,43 @@ async def cluster(
 async def workers_of(nc: NATS, function: str) -> dict[str, dict[str, Any]]:
     """The registry's current entries for a function's workers."""
     bucket = await kv(nc.jetstream(), protocol.WORKERS_BUCKET)
-    out: dict[str, dict[str, Any]] = {}
-    watcher = await bucket.watch(f"{function}.*")
-    try:
-        async for e in watcher:
-            if e is None:
-                break
-            if e.value and e.operation is None:
-                out[e.key] = msgpack.unpackb(e.value)
-            else:
-                out.pop(e.key, None)
-    finally:
-        await watcher.stop()
-    return out
+    found = await listing(bucket, f"{function}.*")
+    return {key: msgpack.unpackb(change.value) for key, change in found.items()}
 
 
 async def wait_workers(
     nc: NATS, function: str, predicate: Any, timeout: float = 20.0
 ) -> dict[str, dict[str, Any]]:
-    """Follow the registry until ``predicate(entries)`` holds; entries map key -> info."""
+    """Follow the registry until ``predicate(entries)`` holds; entries map key -> info.
+
+    The predicate sees every state from the first complete listing on, one change at a time.
+    """
     bucket = await kv(nc.jetstream(), protocol.WORKERS_BUCKET)
     entries: dict[str, dict[str, Any]] = {}
-    watcher = await bucket.watch(f"{function}.*")
-    try:
-        with anyio.fail_after(timeout):
-            async for e in watcher:
-                if e is not None:
-                    if e.value and e.operation is None:
-                        entries[e.key] = msgpack.unpackb(e.value)
-                    else:
-                        entries.pop(e.key, None)
-                    if e.delta:  # more of the initial snapshot still to come
-                        continue
-                if predicate(entries):
-                    return entries
-    finally:
-        await watcher.stop()
-    raise AssertionError("unreachable")
+    held: list[dict[str, dict[str, Any]]] = []
+    done = anyio.Event()
+
+    def check() -> None:
+        if not done.is_set() and predicate(entries):
+            held.append(dict(entries))
+            done.set()
+
+    def on_change(change: Change) -> None:
+        if change.deleted:
+            entries.pop(change.key, None)
+        else:
+            entries[change.key] = msgpack.unpackb(change.value)
+        if follower.caught_up:
+            check()
+
+    follower = Follower(bucket, on_change, keys=f"{function}.*")
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            await tg.start(follower.run)
+            check()
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return held[0]
 
 
 __all__ += [

@@ -13,8 +13,9 @@ from nats.aio.client import Client as NATS
 
 from runtime import PartitionLost
 from runtime.partition import calibration
+from runtime.partition.channels import ZLIB
 from runtime.partition.costmodel import CostModel, Link, Prices, fit, maybe_compress
-from runtime.partition.dataplane import ZLIB, DataPlane
+from runtime.partition.dataplane import DataPlane
 from storage import AsyncObjectStore
 from tests.conftest import S3Server
 

@@ -17,6 +17,7 @@ from nats.js.object_store import ObjectStore
 from runtime.errors import DeployError
 from runtime.wire import protocol
 from runtime.wire.connection import kv, snapshot
+from runtime.wire.kvwatch import listing
 
 log = logging.getLogger("shoal.code")
 
@@ -110,18 +111,11 @@ async def prune_code(js: JetStreamContext, *, grace: float = PRUNE_GRACE) -> lis
     cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=grace)
     removed = []
     code = await kv(js, protocol.CODE_BUCKET)
-    watcher = await code.watchall()
-    stale = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value and entry.operation is None and entry.key not in used:
-                created: object = entry.created  # a datetime, whatever nats-py annotates
-                if not isinstance(created, datetime.datetime) or created <= cutoff:
-                    stale.append(entry.key)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    stale = [
+        key
+        for key, change in (await listing(code)).items()
+        if key not in used and (change.created is None or change.created <= cutoff)
+    ]
     for key in stale:
         await code.purge(key)
         removed.append(key)

@@ -8,7 +8,9 @@ from typing import Any
 import anyio
 
 from runtime.errors import ShoalError
-from runtime.partition.dataplane import DataPlane, Mailbox, Sent
+from runtime.partition.channels import Sent
+from runtime.partition.dataplane import DataPlane
+from runtime.partition.mailbox import Mailbox
 
 
 class Shard:

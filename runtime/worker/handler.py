@@ -20,6 +20,7 @@ from runtime.partition.worker import Partitions
 from runtime.wire import answer, codec, protocol
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
+from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore, make_result
 from runtime.worker.invoker import Invoker
 from runtime.worker.pull import Puller, Slots
@@ -43,7 +44,6 @@ class Worker(Serving):
         self._results: ResultStore | None = None
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
         self._running: dict[str, anyio.CancelScope] = {}
-        self._cancel_watch = anyio.CancelScope()
         self._calls = 0  # requests taken from the call subject and not yet answered
         self.partitions: Partitions | None = None  # set for a partitioned model
 
@@ -129,33 +129,19 @@ class Worker(Serving):
                     except Exception as e:
                         log.debug("in_progress failed: %s", e)
 
-    def on_reconnect(self) -> None:
-        self._cancel_watch.cancel()  # a restarted server may have lost the watch's consumer
-
     async def _follow_cancellations(self) -> None:
-        # A watch keeps the set in memory: checking it costs nothing on the hot path.
-        while True:
-            with anyio.CancelScope() as self._cancel_watch:
-                try:
-                    bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
-                    watcher = await bucket.watchall()
-                except Exception as e:
-                    log.warning("cannot watch cancellations yet: %s", e)
-                    await anyio.sleep(1)  # NATS is away: do not spin
-                    continue
-                try:
-                    async for entry in watcher:
-                        if entry is not None and entry.value and entry.operation is None:
-                            self._cancelled.add(entry.key)
-                            scope = self._running.get(entry.key)
-                            if scope is not None:
-                                scope.cancel()
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await watcher.stop()  # type: ignore[no-untyped-call]
-                        except Exception as e:
-                            log.debug("stopping the cancellation watch: %s", e)
+        # A watch keeps the set in memory: checking it costs nothing on the hot path. The
+        # follower watches anew after a reconnect; a cancellation seen twice is one.
+        bucket = await kv(self.nc.jetstream(), protocol.CANCEL_BUCKET)
+        await Follower(bucket, self._on_cancellation).run()
+
+    def _on_cancellation(self, change: Change) -> None:
+        if change.deleted:
+            return  # a cancellation expires with the results; it is never withdrawn
+        self._cancelled.add(change.key)
+        scope = self._running.get(change.key)
+        if scope is not None:
+            scope.cancel()
 
     async def _on_call(self, msg: Msg) -> None:
         assert self._tg is not None

@@ -106,16 +106,9 @@ class Serving:
             except Exception as e:  # the entry expires on its own anyway
                 log.debug("deregistering %s: %s", self._key, e)
 
-    def on_reconnect(self) -> None:
-        """Called after the NATS connection came back (watches may need renewing)."""
-
     async def heartbeats(self) -> None:
-        reconnects = self.nc.stats["reconnects"]
         while True:
             await anyio.sleep(self.settings.heartbeat)
-            if self.nc.stats["reconnects"] != reconnects:
-                reconnects = self.nc.stats["reconnects"]
-                self.on_reconnect()
             if self.settings.parent_pid and os.getppid() != self.settings.parent_pid:
                 if not self.nc.is_connected:
                     # Orphaned and cut off: nothing can be acknowledged any more, and
