@@ -27,9 +27,10 @@ from nats.aio.client import Client as NATS
 
 from runtime import __version__
 from runtime.client import Client
+from runtime.config import ConfigError, nats_url
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
 from runtime.wire import deadletter, protocol
-from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv, nats_url, redact, snapshot
+from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv, redact, snapshot
 from runtime.wire.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
@@ -116,6 +117,8 @@ def _unwrap(e: BaseException) -> BaseException:
 def _as_cli_error(e: BaseException) -> CliError:
     if isinstance(e, CliError):
         return e
+    if isinstance(e, ConfigError):  # a bad SHOAL_* setting: the message names it
+        return CliError(Exit.USAGE, f"error: {e.message}")
     if isinstance(e, FunctionNotFound | ResultNotFound):
         return CliError(Exit.NOT_FOUND, f"error: {e.message}")
     if isinstance(e, NatsRefused):
