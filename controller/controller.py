@@ -25,10 +25,12 @@ import msgpack
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
+from runtime import config
+from runtime.launch import LaunchEnv
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
 from runtime.wire import protocol
-from runtime.wire.connection import NATS_AUTH_VARS, kv, nats_url
+from runtime.wire.connection import kv
 from runtime.wire.spec import FunctionSpec
 
 from .cold import ColdPath
@@ -42,44 +44,31 @@ log = logging.getLogger("shoal.controller")
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    """How a controller behaves; ``from_env`` reads ``SHOAL_*`` variables."""
+    """How a controller behaves; ``from_env`` reads them from :mod:`runtime.config`."""
 
     controller_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    tick: float = 0.5  # seconds between reconcile passes when nothing wakes it
-    heartbeat: float = 1.0  # seconds between this controller's liveness reports
-    stale_after: float = 3.5  # seconds of silence after which a worker/controller is gone
-    spawn_timeout: float = 60.0  # seconds a worker may take to report in before it is killed
-    worker_env: Mapping[str, str] = field(default_factory=dict)
+    tick: float = config.TICK.default  # seconds between reconcile passes when nothing wakes it
+    heartbeat: float = config.HEARTBEAT.default  # seconds between this controller's reports
+    stale_after: float = config.STALE_AFTER.default  # silence after which a worker is gone
+    spawn_timeout: float = config.SPAWN_TIMEOUT.default  # a new worker's time to report in
+    worker_env: Mapping[str, str] = field(default_factory=dict)  # variables for every worker
     calibrate: bool = True  # measure the data plane at start, for partitioned models
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> ControllerSettings:
-        env = os.environ
-        values: dict[str, Any] = {}
-        if "SHOAL_CONTROLLER_ID" in env:
-            values["controller_id"] = env["SHOAL_CONTROLLER_ID"]
-        for name in ("tick", "heartbeat", "stale_after", "spawn_timeout"):
-            key = "SHOAL_" + name.upper()
-            if key in env:
-                values[name] = float(env[key])
-        worker_auth = worker_credentials(env)
-        if worker_auth:
-            values["worker_env"] = worker_auth
-        values.update(overrides)
-        return cls(**values)
-
-
-# NATS credentials: a worker connects with its own (SHOAL_WORKER_NATS_*), not the controller's.
-WORKER_PREFIX = "SHOAL_WORKER_NATS_"
-
-
-def worker_credentials(env: Mapping[str, str]) -> dict[str, str]:
-    """``SHOAL_WORKER_NATS_USER`` etc. as the worker's ``SHOAL_NATS_USER`` etc."""
-    return {
-        "SHOAL_NATS_" + k[len(WORKER_PREFIX) :]: v
-        for k, v in env.items()
-        if k.startswith(WORKER_PREFIX) and "SHOAL_NATS_" + k[len(WORKER_PREFIX) :] in NATS_AUTH_VARS
-    }
+    def from_env(cls, env: config.Env | None = None, **overrides: Any) -> ControllerSettings:
+        """Settings from ``SHOAL_*`` (:mod:`runtime.config`); the workers' own NATS
+        credentials (``SHOAL_WORKER_NATS_*``) go into ``worker_env``."""
+        values: dict[str, Any] = {
+            "tick": config.TICK.get(env),
+            "heartbeat": config.HEARTBEAT.get(env),
+            "stale_after": config.STALE_AFTER.get(env),
+            "spawn_timeout": config.SPAWN_TIMEOUT.get(env),
+            "worker_env": LaunchEnv(credentials=config.worker_credentials(env)).to_env(),
+        }
+        controller_id = config.CONTROLLER_ID.get(env)
+        if controller_id is not None:
+            values["controller_id"] = controller_id
+        return cls(**{**values, **overrides})
 
 
 @dataclass
@@ -278,11 +267,9 @@ class Controller:
         wid = uuid.uuid4().hex[:12]
         self._starting[wid] = _Starting(spec.name, time.monotonic())
         self._mine.add(wid)
+        url = self.nc.connected_url.geturl() if self.nc.connected_url else config.nats_url()
         env = {
-            "SHOAL_NATS_URL": self.nc.connected_url.geturl()
-            if self.nc.connected_url
-            else nats_url(),
-            "SHOAL_CONTROLLER_ID": self.id,
+            **LaunchEnv(nats_url=url, controller_id=self.id).to_env(),
             **self.settings.worker_env,
         }
         if not spec.fuse:

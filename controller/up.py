@@ -20,10 +20,11 @@ from urllib.parse import urlparse
 import anyio
 from nats.aio.client import Client as NATS
 
+from runtime import config
 from runtime.client import Client
 from runtime.errors import ShoalError
 from runtime.wire import protocol
-from runtime.wire.connection import connect, kv, nats_url, redact, servers
+from runtime.wire.connection import connect, kv, redact, servers
 from runtime.wire.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
@@ -56,7 +57,7 @@ async def up(
     ``data`` and ``functions`` are absolute (``resolved``): servers and workers run in other
     working directories.
     """
-    url = url or nats_url()
+    url = url or config.nats_url()
 
     async def serve() -> None:
         async with AsyncExitStack() as stack:
@@ -154,8 +155,9 @@ async def _answers(host: str, port: int, wait: float) -> bool:
 
 async def _object_store(stack: AsyncExitStack, data: Path) -> None:
     """Start an embedded S3 server for large intermediates, unless one is configured."""
-    if os.environ.get("SHOAL_S3_ENDPOINT"):
-        say(f"using the object store at {os.environ['SHOAL_S3_ENDPOINT']}")
+    endpoint = config.S3_ENDPOINT.get()
+    if endpoint:
+        say(f"using the object store at {endpoint}")
         return
     if weed_binary() is None:
         say(f"no object store ({INSTALL_LOCAL} or set SHOAL_S3_ENDPOINT): intermediates go inline")
@@ -166,7 +168,7 @@ async def _object_store(stack: AsyncExitStack, data: Path) -> None:
         await anyio.to_thread.run_sync(s3.start)
     except (OSError, RuntimeError) as e:
         raise StartError(f"the S3 server did not start: {e}") from e
-    os.environ.update(s3.env())  # the controller and the workers it spawns use it
+    os.environ.update(s3.env())  # for the controller, and the workers it spawns inherit it
     say(f"started an S3 server (SeaweedFS) on {s3.endpoint} (data in {s3.data_dir})")
 
 

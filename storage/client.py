@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +11,8 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError
+
+from runtime import config
 
 from .errors import (
     BucketError,
@@ -60,7 +61,7 @@ def build_client(settings: S3Settings, *, pool_maxsize: int = 16) -> Minio:
         timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
         maxsize=pool_maxsize,
         cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        ca_certs=config.SSL_CERT_FILE.get() or certifi.where(),
         retries=urllib3.Retry(
             total=settings.max_retries,
             backoff_factor=0.2,

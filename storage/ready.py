@@ -4,15 +4,17 @@ Settings come from the environment (:meth:`S3Settings.from_env`: ``SHOAL_S3_ENDP
 credentials, ``SHOAL_S3_BUCKET``). Readiness is a real write, read back and deleted, not an
 open port: SeaweedFS answers on its S3 port before its volume server can store anything.
 ``SHOAL_S3_READY_TIMEOUT`` (seconds, default 60) bounds the wait; past it the last error is
-printed and the exit status is 1. Compose runs it as a one-shot job the controller waits for.
+printed and the exit status is 1; a setting that cannot be used is named, with status 2.
+Compose runs it as a one-shot job the controller waits for.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
+
+from runtime import config
 
 from .errors import StorageAccessDenied
 from .settings import S3Settings
@@ -42,8 +44,12 @@ def wait_ready(store: ObjectStore, timeout: float, interval: float = 0.5) -> flo
 
 
 def main() -> None:
-    settings = S3Settings.from_env()
-    timeout = float(os.environ.get("SHOAL_S3_READY_TIMEOUT", "60"))
+    try:
+        settings = S3Settings.from_env()
+        timeout = config.S3_READY_TIMEOUT.get()
+    except config.ConfigError as e:
+        print(f"object store: error: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         took = wait_ready(ObjectStore(settings), timeout)
     except Exception as e:

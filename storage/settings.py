@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime import config
+
 __all__ = ["S3Settings"]
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-# Credential sources, most specific first. A pair is taken from one family only so that an
-# access key from one system is never combined with a secret from another.
-_CREDENTIAL_FAMILIES: tuple[tuple[str, str], ...] = (
-    ("SHOAL_S3_ACCESS_KEY", "SHOAL_S3_SECRET_KEY"),
-    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
-)
+DEFAULT_ENDPOINT = "127.0.0.1:9000"  # where a storage user without SHOAL_S3_ENDPOINT looks
 
 
 @dataclass(frozen=True)
@@ -32,17 +24,17 @@ class S3Settings:
     :class:`~storage.errors.StorageUnavailable` instead of hanging.
     """
 
-    endpoint: str = "127.0.0.1:9000"
+    endpoint: str = DEFAULT_ENDPOINT
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
     secure: bool = False
-    region: str = "us-east-1"
-    bucket: str = "shoal"
-    intermediate_ttl_days: int = 1
-    intermediate_prefix: str = "intermediates/"
-    connect_timeout: float = 2.0
-    read_timeout: float = 30.0
-    max_retries: int = 2
+    region: str = config.S3_REGION.default
+    bucket: str = config.S3_BUCKET.default
+    intermediate_ttl_days: int = config.S3_INTERMEDIATE_TTL_DAYS.default
+    intermediate_prefix: str = config.S3_INTERMEDIATE_PREFIX.default
+    connect_timeout: float = config.S3_CONNECT_TIMEOUT.default
+    read_timeout: float = config.S3_READ_TIMEOUT.default
+    max_retries: int = config.S3_MAX_RETRIES.default
 
     def __post_init__(self) -> None:
         if not self.endpoint or "/" in self.endpoint:
@@ -62,91 +54,65 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
-        """Build settings from ``SHOAL_S3_*`` environment variables.
+        """Build settings from ``SHOAL_S3_*`` environment variables (:mod:`runtime.config`).
 
         Credentials come from ``SHOAL_S3_ACCESS_KEY``/``SHOAL_S3_SECRET_KEY``, else
         ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, else
         ``MINIO_ROOT_USER``/``MINIO_ROOT_PASSWORD``; each variable also has a ``*_FILE``
         variant naming a file that holds the value (Docker secrets). The endpoint may carry an
         ``http://`` or ``https://`` scheme, which sets ``secure`` unless ``SHOAL_S3_SECURE``
-        says otherwise.
+        says otherwise. A value that cannot be used raises
+        :class:`~runtime.config.ConfigError` (a ValueError) naming its variable.
         """
-        env = os.environ if environ is None else environ
-        endpoint = env.get("SHOAL_S3_ENDPOINT", "").strip() or "127.0.0.1:9000"
+        env = environ
+        endpoint = config.S3_ENDPOINT.get(env) or DEFAULT_ENDPOINT
         secure: bool | None = None
         for scheme, is_secure in (("https://", True), ("http://", False)):
             if endpoint.lower().startswith(scheme):
                 endpoint, secure = endpoint[len(scheme) :].rstrip("/"), is_secure
-        if "SHOAL_S3_SECURE" in env:
-            secure = _parse_bool("SHOAL_S3_SECURE", env["SHOAL_S3_SECURE"])
+        explicit = config.S3_SECURE.get(env)
+        if explicit is not None:
+            secure = explicit
         access_key, secret_key = _credentials(env)
-        defaults = cls()
         return cls(
             endpoint=endpoint,
             access_key=access_key,
             secret_key=secret_key,
             secure=bool(secure),
-            region=env.get("SHOAL_S3_REGION", defaults.region).strip(),
-            bucket=env.get("SHOAL_S3_BUCKET", "").strip() or defaults.bucket,
-            intermediate_ttl_days=_parse_int(
-                env, "SHOAL_S3_INTERMEDIATE_TTL_DAYS", defaults.intermediate_ttl_days
-            ),
-            intermediate_prefix=env.get("SHOAL_S3_INTERMEDIATE_PREFIX", "").strip()
-            or defaults.intermediate_prefix,
-            connect_timeout=_parse_float(env, "SHOAL_S3_CONNECT_TIMEOUT", defaults.connect_timeout),
-            read_timeout=_parse_float(env, "SHOAL_S3_READ_TIMEOUT", defaults.read_timeout),
-            max_retries=_parse_int(env, "SHOAL_S3_MAX_RETRIES", defaults.max_retries),
+            region=config.S3_REGION.get(env),
+            bucket=config.S3_BUCKET.get(env),
+            intermediate_ttl_days=config.S3_INTERMEDIATE_TTL_DAYS.get(env),
+            intermediate_prefix=config.S3_INTERMEDIATE_PREFIX.get(env),
+            connect_timeout=config.S3_CONNECT_TIMEOUT.get(env),
+            read_timeout=config.S3_READ_TIMEOUT.get(env),
+            max_retries=config.S3_MAX_RETRIES.get(env),
         )
 
 
-def _read_var(env: Mapping[str, str], name: str) -> str | None:
-    """Value of ``name`` or of the file named by ``name_FILE``; setting both is an error."""
-    direct = env.get(name)
-    file_name = env.get(f"{name}_FILE")
-    if direct is not None and file_name is not None:
-        raise ValueError(f"set only one of {name} and {name}_FILE")
-    if file_name is not None:
-        try:
-            # Secret files usually end with a newline that is not part of the secret.
-            return Path(file_name).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            # The message names the variable, never the file contents.
-            raise ValueError(f"cannot read {name}_FILE: {exc.strerror}") from None
-    return direct
-
-
-def _credentials(env: Mapping[str, str]) -> tuple[str, str]:
-    for access_name, secret_name in _CREDENTIAL_FAMILIES:
-        access = _read_var(env, access_name)
-        secret = _read_var(env, secret_name)
+def _credentials(env: config.Env | None) -> tuple[str, str]:
+    """An access and secret key from one family of ``config.S3_CREDENTIALS``, the first set;
+    ``("", "")`` for anonymous access."""
+    for access_pair, secret_pair in config.S3_CREDENTIALS:
+        access = _read_secret(access_pair, env)
+        secret = _read_secret(secret_pair, env)
         if access is None and secret is None:
             continue
         if not access or not secret:
-            raise ValueError(f"{access_name} and {secret_name} must be set together")
+            both = f"{access_pair[0].name} and {secret_pair[0].name}"
+            raise config.ConfigError(access_pair[0].name, f"{both} must be set together")
         return access, secret
-    return "", ""  # anonymous access
+    return "", ""
 
 
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off)")
-
-
-def _parse_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _parse_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+def _read_secret(pair: config.Secret, env: config.Env | None) -> str | None:
+    """The value of a variable, or of the file its ``_FILE`` variant names (not both)."""
+    value, file = pair
+    direct, path = value.raw(env), file.raw(env)
+    if direct is not None and path is not None:
+        raise config.ConfigError(value.name, f"set only one of {value.name} and {file.name}")
+    if path is None:
+        return direct
+    try:  # secret files usually end with a newline that is not part of the secret
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as e:  # the message names the variable, never the file's contents
+        raise config.ConfigError(file.name, f"cannot read {file.name}: {e.strerror}") from None

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,10 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from runtime import config
 from runtime.wire import protocol
 
 log = logging.getLogger("shoal.nats")
-
-DEFAULT_URL = "nats://127.0.0.1:4222"
-
-
-def nats_url() -> str:
-    return os.environ.get("SHOAL_NATS_URL", DEFAULT_URL)
-
-
-# The variables that carry a connection's identity (TLS CA aside, which is not a secret).
-NATS_AUTH_VARS = (
-    "SHOAL_NATS_USER",
-    "SHOAL_NATS_PASSWORD",
-    "SHOAL_NATS_PASSWORD_FILE",
-    "SHOAL_NATS_CREDS",
-    "SHOAL_NATS_NKEY_SEED",
-    "SHOAL_NATS_TLS_CERT",
-    "SHOAL_NATS_TLS_KEY",
-)
 
 
 @dataclass(frozen=True)
@@ -60,36 +42,29 @@ class NatsAuth:
     inbox_prefix: str | None = None  # e.g. "_INBOX.app": replies only this user may read
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> NatsAuth:
-        env = os.environ if env is None else env
-
-        def path(var: str) -> Path | None:
-            value = env.get(var)
-            if not value:
-                return None
-            found = Path(value).expanduser()
-            if not found.is_file():
-                raise FileNotFoundError(f"{var}: no file at {value}")
-            return found
-
-        password = env.get("SHOAL_NATS_PASSWORD") or None
-        password_file = path("SHOAL_NATS_PASSWORD_FILE")
+    def from_env(cls, env: config.Env | None = None) -> NatsAuth:
+        """From ``env`` (default: this process's environment); a missing file or a half
+        setting raises :class:`~runtime.config.ConfigError` naming the variable."""
+        password = config.NATS_PASSWORD.get(env)
+        password_file = config.NATS_PASSWORD_FILE.get(env)
         if password is None and password_file is not None:
             password = password_file.read_text().strip()
         auth = cls(
-            user=env.get("SHOAL_NATS_USER") or None,
+            user=config.NATS_USER.get(env),
             password=password,
-            creds=path("SHOAL_NATS_CREDS"),
-            nkey_seed=path("SHOAL_NATS_NKEY_SEED"),
-            tls_ca=path("SHOAL_NATS_TLS_CA"),
-            tls_cert=path("SHOAL_NATS_TLS_CERT"),
-            tls_key=path("SHOAL_NATS_TLS_KEY"),
-            inbox_prefix=env.get("SHOAL_NATS_INBOX_PREFIX") or None,
+            creds=config.NATS_CREDS.get(env),
+            nkey_seed=config.NATS_NKEY_SEED.get(env),
+            tls_ca=config.NATS_TLS_CA.get(env),
+            tls_cert=config.NATS_TLS_CERT.get(env),
+            tls_key=config.NATS_TLS_KEY.get(env),
+            inbox_prefix=config.NATS_INBOX_PREFIX.get(env),
         )
+        cert, key, user = config.NATS_TLS_CERT.name, config.NATS_TLS_KEY.name, config.NATS_USER.name
         if (auth.tls_cert is None) != (auth.tls_key is None):
-            raise ValueError("SHOAL_NATS_TLS_CERT and SHOAL_NATS_TLS_KEY go together")
+            raise config.ConfigError(cert, f"{cert} and {key} go together")
         if auth.password is not None and auth.user is None:
-            raise ValueError("SHOAL_NATS_PASSWORD needs SHOAL_NATS_USER")
+            name = config.NATS_PASSWORD.name
+            raise config.ConfigError(name, f"{name} needs {user}")
         return auth
 
     def ssl_context(self, url: str) -> ssl.SSLContext | None:
@@ -196,7 +171,7 @@ async def connect(
     """Connect with Shoal's defaults: reconnect forever, credentials and TLS from the
     environment (:class:`NatsAuth`). Refused credentials or a failed TLS handshake raise
     :class:`NatsRefused` at once instead of being retried."""
-    url = url or nats_url()
+    url = url or config.nats_url()
     auth = auth or NatsAuth.from_env()
     secrets = [s for s in (auth.password, *(urlsplit(u).password for u in servers(url))) if s]
     connecting = True
@@ -238,8 +213,6 @@ async def connect(
     return nc
 
 
-# Results are kept this long for look-up by request id.
-RESULTS_TTL = float(os.environ.get("SHOAL_RESULTS_TTL", 3600))
 # Liveness entries vanish this long after the last heartbeat.
 HEARTBEAT_TTL = 10.0
 
@@ -250,14 +223,15 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
         return await js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
         pass
+    results_ttl = config.RESULTS_TTL.get()  # results are kept this long for look-up by id
     ttl = {
-        protocol.RESULTS_BUCKET: RESULTS_TTL,
+        protocol.RESULTS_BUCKET: results_ttl,
         protocol.WORKERS_BUCKET: HEARTBEAT_TTL,
         protocol.CONTROLLERS_BUCKET: HEARTBEAT_TTL,
-        protocol.CANCEL_BUCKET: RESULTS_TTL,
+        protocol.CANCEL_BUCKET: results_ttl,
     }.get(bucket)
-    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
-    return await js.create_key_value(config)
+    settings = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
+    return await js.create_key_value(settings)
 
 
 async def snapshot(bucket: KeyValue) -> dict[str, bytes]:

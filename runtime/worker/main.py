@@ -1,29 +1,31 @@
-"""The worker process: settings from the environment, connect, assemble, serve until SIGTERM or
-SIGINT, then drain. ``python -m runtime.worker`` runs :func:`main`."""
+"""The worker process: its launch settings from the environment, connect, assemble, serve until
+SIGTERM or SIGINT, then drain. ``python -m runtime.worker`` runs :func:`main`."""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
+import sys
 import time
 
 import anyio
 
+from runtime.config import ConfigError
+from runtime.launch import LaunchEnv
 from runtime.wire.connection import connect
 from runtime.worker.assembly import serve
 from runtime.worker.handler import Worker
 from runtime.worker.serving import WorkerSettings
 
+USAGE = 2  # the exit status for launch settings that cannot be used
 
-async def _main() -> None:
+
+async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
     # Cold-start phases, reported in heartbeats: process start to here (interpreter and
     # runtime imports), connecting, loading the function's code, and its setup.
     phases: dict[str, float] = {}
-    spawned = os.environ.get("SHOAL_SPAWNED_AT")
-    if spawned:
-        phases["spawn"] = time.time() - float(spawned)
-    settings = WorkerSettings.from_env()
+    if launch.spawned_at is not None:
+        phases["spawn"] = time.time() - launch.spawned_at
     mark = time.perf_counter()
     nc = await connect(settings.nats_url, name=f"shoal-worker-{settings.function}")
     phases["connect"] = time.perf_counter() - mark
@@ -53,8 +55,14 @@ async def _main() -> None:
 
 
 def main() -> None:
+    try:
+        launch = LaunchEnv.from_env()
+        settings = WorkerSettings.from_launch(launch)
+    except ConfigError as e:  # one line for the launcher's log, not a traceback
+        print(f"shoal worker: error: {e.message}", file=sys.stderr)
+        sys.exit(USAGE)
     logging.basicConfig(
-        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
+        level=launch.log_level or "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    anyio.run(_main)
+    anyio.run(_main, launch, settings)

@@ -17,8 +17,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from runtime import config
+from runtime.launch import LaunchEnv
 from runtime.wire import protocol
-from runtime.wire.connection import kv, nats_url
+from runtime.wire.connection import kv
 from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.worker")
@@ -26,29 +28,35 @@ log = logging.getLogger("shoal.worker")
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """A worker's identity and wiring, given by its launcher through the environment."""
+    """A worker's identity and wiring, given by its launcher (:class:`runtime.launch.LaunchEnv`)."""
 
     function: str
     worker_id: str
     nats_url: str
     controller_id: str = ""
-    code_dir: Path = Path(".shoal/code")
-    heartbeat: float = 1.0  # seconds between liveness reports
+    code_dir: Path = config.CODE_DIR.default
+    heartbeat: float = config.HEARTBEAT.default  # seconds between liveness reports
     parent_pid: int | None = None  # drain when this process goes away
 
     @classmethod
-    def from_env(cls) -> WorkerSettings:
-        env = os.environ
-        parent = env.get("SHOAL_PARENT_PID")
+    def from_launch(cls, launch: LaunchEnv) -> WorkerSettings:
+        """The settings a launcher gave; the defaults where it gave none."""
+        if launch.function is None:
+            name = config.FUNCTION.name
+            raise config.ConfigError(name, f"{name} is not set: a launcher names the function")
         return cls(
-            function=env["SHOAL_FUNCTION"],
-            worker_id=env.get("SHOAL_WORKER_ID") or uuid.uuid4().hex[:12],
-            nats_url=nats_url(),
-            controller_id=env.get("SHOAL_CONTROLLER_ID", ""),
-            code_dir=Path(env.get("SHOAL_CODE_DIR", ".shoal/code")),
-            heartbeat=float(env.get("SHOAL_HEARTBEAT", 1.0)),
-            parent_pid=int(parent) if parent else None,
+            function=launch.function,
+            worker_id=launch.worker_id or uuid.uuid4().hex[:12],
+            nats_url=launch.nats_url or config.NATS_URL.default,
+            controller_id=launch.controller_id or "",
+            code_dir=launch.code_dir or config.CODE_DIR.default,
+            heartbeat=config.HEARTBEAT.default if launch.heartbeat is None else launch.heartbeat,
+            parent_pid=launch.parent_pid,
         )
+
+    @classmethod
+    def from_env(cls, env: config.Env | None = None) -> WorkerSettings:
+        return cls.from_launch(LaunchEnv.from_env(env))
 
 
 def worker_key(function: str, worker_id: str) -> str:

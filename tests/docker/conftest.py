@@ -24,7 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from controller import Controller, DockerLauncher, EmbeddedNats, deploy_file
-from controller.docker_launcher import LABEL_CONTROLLER, LABEL_WORKER, _sdk
+from controller.docker_args import LABEL_CONTROLLER, LABEL_WORKER, _sdk
 from tests.conftest import controller_settings
 
 NO_SDK = "the docker SDK is not installed: pip install 'docker>=7'"

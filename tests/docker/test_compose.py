@@ -32,7 +32,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
 
-from controller.docker_launcher import LABEL_WORKER
+from controller.docker_args import LABEL_WORKER
 from runtime import Client
 from runtime.errors import FunctionNotFound, WorkerUnavailable
 from runtime.wire import protocol

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller.docker_launcher import DockerLauncher, _network_of, from_env
+from controller.docker_args import _network_of
+from controller.docker_launcher import DockerLauncher, from_env
 from controller.launcher import LaunchRequest
 from runtime.wire.spec import FunctionSpec
 

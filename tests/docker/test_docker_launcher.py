@@ -12,12 +12,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from controller import deploy_file
-from controller.docker_launcher import (
-    LABEL_CONTROLLER,
-    LABEL_FUNCTION,
-    LABEL_WORKER,
-    DockerLauncher,
-)
+from controller.docker_args import LABEL_CONTROLLER, LABEL_FUNCTION, LABEL_WORKER
+from controller.docker_launcher import DockerLauncher
 from controller.launcher import LaunchRequest
 from runtime import Client
 from runtime.bundles.store import kv_limit

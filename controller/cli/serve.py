@@ -1,0 +1,95 @@
+"""``shoal up``, ``shoal controller`` and ``shoal calibrate``: running a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import anyio
+
+from runtime import config
+from runtime.wire.connection import connect
+from runtime.wire.spec import FunctionSpec
+
+from ..controller import Controller, ControllerSettings
+from ..docker_launcher import from_env as docker_launcher
+from ..launcher import Launcher, ProcessLauncher
+from ..up import resolved, until_signalled, up
+from .common import Commands, connected
+
+
+def register(commands: Commands) -> None:
+    data = "data folder (default: SHOAL_DATA_DIR, else .shoal)"
+    up_ = commands.add(
+        "up", up_cluster, "run a one-host cluster: NATS (embedded if none), S3, controller"
+    )
+    up_.add_argument("--functions", type=resolved, default="functions", help="folder to deploy")
+    up_.add_argument("--data", type=resolved, help=data)
+    up_.add_argument("--once", action="store_true", help="exit after the demo invocation")
+
+    ctl = commands.add("controller", controller, "run a controller against an existing NATS")
+    ctl.add_argument("--data", type=resolved, help=data)
+    ctl.add_argument(
+        "--launcher",
+        choices=("process", "docker"),
+        help="workers as local processes, or as containers (docs/containers.md); "
+        "default: SHOAL_LAUNCHER, else process",
+    )
+
+    commands.add("calibrate", calibrate, "measure the channels for intermediates, share the model")
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """``--data``, else ``SHOAL_DATA_DIR``, made absolute: servers and workers run elsewhere."""
+    return args.data or resolved(str(config.DATA_DIR.get()))
+
+
+async def up_cluster(args: argparse.Namespace) -> None:
+    await up(
+        url=args.server,
+        data=data_dir(args),
+        functions=args.functions,
+        once=args.once,
+        settings=ControllerSettings.from_env(),
+    )
+
+
+async def controller(args: argparse.Namespace) -> None:
+    settings = ControllerSettings.from_env()
+    running: Controller | None = None
+    launcher: Launcher
+    if (args.launcher or config.LAUNCHER.get()) == "docker":
+
+        def spec_of(name: str) -> FunctionSpec | None:
+            return running.functions.items().get(name) if running is not None else None
+
+        launcher = docker_launcher(settings.controller_id, spec_of)
+    else:
+        launcher = ProcessLauncher(code_dir=data_dir(args) / "code")
+    nc = await connect(args.server, name="shoal-controller")
+    try:
+
+        async def serve() -> None:
+            nonlocal running
+            async with launcher:
+                running = Controller(nc, launcher, settings)
+                await running.run()
+
+        await until_signalled(serve)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.drain()
+
+
+async def calibrate(args: argparse.Namespace) -> None:
+    from runtime.partition import calibration
+    from runtime.partition.worker import object_store_from_env
+
+    async with connected(args, "shoal-calibrate") as nc:
+        model = await calibration.measure(nc, object_store_from_env())
+        await calibration.publish(nc, model)
+    print(json.dumps(model.describe()))
+    for size in (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20):
+        picked = model.choose(size)
+        print(f"{size:>10} bytes: {picked:<6} ({model.seconds(picked, size) * 1e3:.2f} ms)")

@@ -1,0 +1,102 @@
+"""The launch contract: what a controller and a launcher tell a worker through its environment.
+
+Each side sets what it knows, as a :class:`LaunchEnv` turned into variables (``to_env``): the
+controller its NATS URL, its id and the workers' own credentials; a launcher the function,
+the worker id and how it started the worker (code folder, its own pid, the time); a container
+launcher also passes on the controller's log level, heartbeat, results TTL and object store
+settings (:meth:`LaunchEnv.inherited`), since a container inherits nothing. The worker reads
+the whole back with :meth:`LaunchEnv.from_env`. A field left None is not set: the worker's
+default applies (:mod:`runtime.config` declares the variables, their kinds and defaults).
+
+The controller imports this module and :mod:`runtime.config`, never the worker's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime import config
+
+# Each field and the variable that carries it.
+_VARS: dict[str, config.Var[Any]] = {
+    "function": config.FUNCTION,
+    "worker_id": config.WORKER_ID,
+    "nats_url": config.NATS_URL,
+    "controller_id": config.CONTROLLER_ID,
+    "code_dir": config.CODE_DIR,
+    "parent_pid": config.PARENT_PID,
+    "spawned_at": config.SPAWNED_AT,
+    "heartbeat": config.HEARTBEAT,
+    "log_level": config.LOG_LEVEL,
+    "results_ttl": config.RESULTS_TTL,
+}
+# Variables passed on as they are: the worker's NATS identity, and the object store's.
+CREDENTIALS = frozenset(config.NATS_AUTH_VARS)
+STORAGE = frozenset(name for name in config.VARIABLES if name.startswith("SHOAL_S3_"))
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """A worker's launch settings; None (or an empty mapping) means "not set here"."""
+
+    function: str | None = None  # the function it serves (a worker needs it)
+    worker_id: str | None = None
+    nats_url: str | None = None  # the URL the controller is connected to
+    controller_id: str | None = None
+    code_dir: Path | None = None  # where it writes deployed code (the images set their own)
+    parent_pid: int | None = None  # the process launcher's pid: the worker drains without it
+    spawned_at: float | None = None  # Unix time the launcher started it (cold-start phases)
+    heartbeat: float | None = None  # seconds between its liveness reports
+    log_level: str | None = None
+    results_ttl: float | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)  # its own SHOAL_NATS_*
+    storage: Mapping[str, str] = field(default_factory=dict)  # SHOAL_S3_*
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("credentials", CREDENTIALS), ("storage", STORAGE)):
+            unknown = set(getattr(self, name)) - allowed
+            if unknown:
+                raise ValueError(f"LaunchEnv.{name} takes {sorted(allowed)}, not {sorted(unknown)}")
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that carry the fields that are set."""
+        env: dict[str, str] = {}
+        for name, var in _VARS.items():
+            value = getattr(self, name)
+            if value is not None:
+                env[var.name] = repr(value) if isinstance(value, float) else str(value)
+        return {**env, **self.credentials, **self.storage}
+
+    @classmethod
+    def from_env(cls, env: config.Env | None = None) -> LaunchEnv:
+        """What ``env`` (by default this process's environment) sets of the contract, parsed;
+        a value that cannot be used raises :class:`~runtime.config.ConfigError`."""
+        values = {name: var.get(env) for name, var in _VARS.items() if var.is_set(env)}
+        return cls(
+            **values,
+            credentials=_raw(CREDENTIALS, env),
+            storage=_raw(STORAGE, env),
+        )
+
+    @classmethod
+    def inherited(cls, env: config.Env | None = None) -> LaunchEnv:
+        """What a controller passes on of its own settings to workers that inherit nothing
+        (containers): log level, heartbeat, results TTL, the object store."""
+        whole = cls.from_env(env)
+        return cls(
+            heartbeat=whole.heartbeat,
+            log_level=whole.log_level,
+            results_ttl=whole.results_ttl,
+            storage=whole.storage,
+        )
+
+
+def _raw(names: frozenset[str], env: config.Env | None) -> dict[str, str]:
+    return {
+        var.name: raw
+        for var in config.VARIABLES.values()
+        if var.name in names and (raw := var.raw(env)) is not None
+    }
