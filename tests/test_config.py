@@ -166,12 +166,7 @@ def test_no_module_reads_a_variable_when_imported() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
-# Modules of the parallel restructuring that still read a variable of their own; each is
-# to read it through runtime.config. An entry that no longer reads fails, so the list shrinks.
-STILL_READING = {
-    "runtime/define/partitioned.py": "SHOAL_WORKER_MEMORY_MB",
-    "runtime/partition/worker.py": "SHOAL_S3_ENDPOINT",
-}
+# Reading the environment anywhere but runtime.config (the one place variables are declared).
 READ = re.compile(r"os\.environ\.get\(|os\.environ\[|getenv\(|in os\.environ\b")
 
 
@@ -185,9 +180,7 @@ def test_no_other_module_reads_the_environment() -> None:
             lines = [line for line in path.read_text().splitlines() if READ.search(line)]
             if lines:
                 readers[name] = lines
-    assert set(readers) == set(STILL_READING), readers
-    for name, variable in STILL_READING.items():
-        assert any(variable in line for line in readers[name]), (name, readers[name])
+    assert readers == {}, "read the environment through runtime.config"
 
 
 def test_a_bad_setting_is_one_line_and_a_usage_exit() -> None:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from runtime import config
 from runtime.define.decorator import ATTR, Definition
 from runtime.errors import DefinitionError, InvalidPayload, ModelTooLarge
 from runtime.wire.options import gather
@@ -141,7 +141,7 @@ def _check_methods(cls: type) -> None:
 
 def memory_budget(spec: FunctionSpec) -> int:
     """Bytes of model one worker may hold (0: no limit)."""
-    mb = spec.worker_memory_mb or int(os.environ.get("SHOAL_WORKER_MEMORY_MB", "0") or 0)
+    mb = spec.worker_memory_mb or config.WORKER_MEMORY_MB.get()
     return mb * MB
 
 

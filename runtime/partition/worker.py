@@ -11,13 +11,13 @@ intermediates (:mod:`runtime.partition.dataplane`), the view of the other worker
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
+from runtime import config
 from runtime.context import Context
 from runtime.partition import calibration
 from runtime.partition.coordinator import Coordinator
@@ -123,7 +123,7 @@ async def start_partitions(
 
 def object_store_from_env() -> Any:
     """The object store for intermediates, when ``SHOAL_S3_ENDPOINT`` names one."""
-    if not os.environ.get("SHOAL_S3_ENDPOINT"):
+    if not config.S3_ENDPOINT.is_set():
         return None
     from storage import AsyncObjectStore, S3Settings
 
