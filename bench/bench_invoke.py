@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-from nats.aio.client import Client as NATS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,6 +29,11 @@ sys.path.insert(0, str(ROOT))
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
 from runtime.wire.connection import connect  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from nats.aio.client import Client as NATS
 
 RAW_RESPONDER = """
 import asyncio, sys, nats

@@ -9,15 +9,19 @@ Events on a function's own subjects are already durable; they only wake the cont
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from typing import TYPE_CHECKING
 
 from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError, WorkerUnavailable
 from runtime.wire import answer, codec, protocol
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.cold")
 

@@ -16,14 +16,11 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
-from nats.aio.client import Client as NATS
-from nats.aio.subscription import Subscription
 
 from runtime import config
 from runtime.launch import LaunchEnv
@@ -31,13 +28,20 @@ from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
 from runtime.wire import protocol
 from runtime.wire.connection import kv
-from runtime.wire.spec import FunctionSpec
 
 from .cold import ColdPath
 from .exhausted import watch_exhausted
 from .launcher import Launcher, LaunchRequest
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.subscription import Subscription
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.controller")
 
@@ -201,6 +205,14 @@ class Controller:
         by_function: dict[str, list[dict[str, Any]]] = {}
         for w in self.workers.items(self.settings.stale_after).values():
             by_function.setdefault(str(w.get("function")), []).append(w)
+        await self._check_starting(by_function)
+        await self._forget_gone(specs, by_function)
+        for name, spec in specs.items():
+            if self.owner(name) == self.id:
+                await self._reconcile_one(spec, by_function.get(name, []))
+
+    async def _check_starting(self, by_function: dict[str, list[dict[str, Any]]]) -> None:
+        """Workers that reported in are started; those that never did are killed."""
         now = time.monotonic()
         for wid, s in list(self._starting.items()):
             seen = any(w.get("id") == wid for w in by_function.get(s.function, ()))
@@ -211,6 +223,11 @@ class Controller:
                 log.warning("worker %s of %s never reported in; killing it", wid, s.function)
                 await self.launcher.kill(wid)
 
+    async def _forget_gone(
+        self, specs: dict[str, FunctionSpec], by_function: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """Drop what ended: drained workers gone, cold paths of functions not ours, removed
+        functions' workers."""
         live_ids = {str(w.get("id")) for ws in by_function.values() for w in ws}
         for wid in list(self._draining):
             if wid not in live_ids and wid not in self._mine:
@@ -222,31 +239,32 @@ class Controller:
             if name not in specs and self.owner(name) == self.id:
                 # Removed (shoal rm): its workers go, in-flight work finished first.
                 await self._drain(name, [str(w.get("id")) for w in gone])
-        for name, spec in specs.items():
-            if self.owner(name) != self.id:
-                continue
-            states = [_worker_state(w) for w in by_function.get(name, [])]
-            starting = sum(1 for s in self._starting.values() if s.function == name)
-            cold = self._cold.get(name)
-            if spec.kind == "executor":
-                # Executors' load is in their heartbeats, plus items held while cold.
-                pending, unacked = (cold.demand if cold else 0), 0
-            else:
-                try:
-                    ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
-                except Exception as e:
-                    log.warning("cannot read backlog of %s: %s", name, e)
-                    continue
-                pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
-            obs = Observation(pending, unacked, states, starting)
-            await self._act(spec, decide(spec, obs))
-            ready = any(w.state == "ready" and w.version == spec.version for w in states)
-            await self._set_cold(name, None if ready else spec)
-            if self._announced.get(name) != spec.version:
-                # Requests are answered from here on (by a worker, or queued by the cold
-                # path): tell a waiting deploy so it returns only then.
-                self._announced[name] = spec.version
-                await self.nc.publish(protocol.deployed_subject(name), spec.version.encode())
+
+    async def _reconcile_one(self, spec: FunctionSpec, workers: list[dict[str, Any]]) -> None:
+        """Observe one function this controller owns, decide, act."""
+        name = spec.name
+        states = [_worker_state(w) for w in workers]
+        starting = sum(1 for s in self._starting.values() if s.function == name)
+        cold = self._cold.get(name)
+        if spec.kind == "executor":
+            # Executors' load is in their heartbeats, plus items held while cold.
+            pending, unacked = (cold.demand if cold else 0), 0
+        else:
+            try:
+                ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
+            except Exception as e:
+                log.warning("cannot read backlog of %s: %s", name, e)
+                return
+            pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
+        obs = Observation(pending, unacked, states, starting)
+        await self._act(spec, decide(spec, obs))
+        ready = any(w.state == "ready" and w.version == spec.version for w in states)
+        await self._set_cold(name, None if ready else spec)
+        if self._announced.get(name) != spec.version:
+            # Requests are answered from here on (by a worker, or queued by the cold
+            # path): tell a waiting deploy so it returns only then.
+            self._announced[name] = spec.version
+            await self.nc.publish(protocol.deployed_subject(name), spec.version.encode())
 
     async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
         _, not_before = self._failures.get(spec.name, (0, 0.0))

@@ -10,13 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -30,11 +27,18 @@ from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from runtime.bundles.bundle import Bundle
 from runtime.bundles.loader import definitions, import_module, unload
 from runtime.bundles.store import prune_code, put_code
-from runtime.define.decorator import Definition
 from runtime.errors import DeployError
 from runtime.wire import deadletter, protocol
 from runtime.wire.connection import kv
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nats.aio.client import Client as NATS
+    from nats.js import JetStreamContext
+
+    from runtime.define.decorator import Definition
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.deploy")
 

@@ -22,14 +22,17 @@ import importlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import config
 from runtime.launch import LaunchEnv
-from runtime.wire.spec import FunctionSpec
 
-from .launcher import LaunchRequest
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from runtime.wire.spec import FunctionSpec
+
+    from .launcher import LaunchRequest
 
 log = logging.getLogger("shoal.launcher.docker")
 

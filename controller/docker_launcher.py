@@ -16,19 +16,15 @@ Blocking Docker SDK calls run in worker threads (``anyio.to_thread``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectSendStream
 
 from runtime import config
 from runtime.launch import LaunchEnv
-from runtime.wire.spec import FunctionSpec
 
 from .docker_args import (
     AUTO,
@@ -39,6 +35,14 @@ from .docker_args import (
     _sdk,
 )
 from .launcher import LaunchRequest, WorkerExit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from types import TracebackType
+
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.launcher.docker")
 

@@ -8,10 +8,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.errors import ShoalError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger("shoal.nats-server")
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from typing import TYPE_CHECKING
 
 from runtime.errors import DeliveryExhausted
 from runtime.wire import answer, codec, protocol
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.results import ResultStore, make_result
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.exhausted")
 

@@ -13,10 +13,9 @@ import hashlib
 import logging
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     BucketNotFoundError,
@@ -24,11 +23,14 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
     NotFoundError,
 )
-from nats.js.kv import KeyValue
 
 from .keepalive import DEFAULT, OOB_KEPT, IdleHistory, KeepAliveSettings, Windows, new_history
 from .keepalive import observe as observe_idle
 from .keepalive import windows as windows_of
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
 log = logging.getLogger("shoal.idle_history")
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import msgpack
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from runtime.bundles.store import code_in_use, delete_code
@@ -22,6 +21,10 @@ from runtime.errors import FunctionNotFound, ShoalError
 from runtime.wire import deadletter, protocol
 from runtime.wire.connection import kv, snapshot
 from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js import JetStreamContext
 
 log = logging.getLogger("shoal.deploy")
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from runtime.wire.spec import FunctionSpec
+if TYPE_CHECKING:
+    from runtime.wire.spec import FunctionSpec
 
 
 @dataclass(frozen=True)

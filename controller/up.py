@@ -11,27 +11,31 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import anyio
-from nats.aio.client import Client as NATS
 
 from runtime import config
 from runtime.client import Client
 from runtime.errors import ShoalError
 from runtime.wire import protocol
 from runtime.wire.connection import connect, kv, redact, servers
-from runtime.wire.spec import FunctionSpec
 
 from .controller import Controller, ControllerSettings
 from .deploy import deploy_file
 from .embedded import INSTALL_LOCAL, EmbeddedNats
 from .embedded_s3 import EmbeddedS3, weed_binary
 from .launcher import ProcessLauncher
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from nats.aio.client import Client as NATS
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal")
 

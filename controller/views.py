@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import msgpack
-from nats.js.kv import KeyValue
 
 from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
 
 log = logging.getLogger("shoal.views")
 

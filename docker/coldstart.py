@@ -20,10 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
@@ -42,6 +41,9 @@ from controller import (  # noqa: E402
 from runtime import Client  # noqa: E402
 from runtime.wire import protocol  # noqa: E402
 from runtime.wire.connection import connect, kv  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 @asynccontextmanager

@@ -49,7 +49,6 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +59,8 @@ import numpy as np
 from runtime import InvalidPayload, Plan, Shard, partitioned
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 LAYERS = 6  # all-MiniLM-L6-v2's encoder layers; load_stage checks config.json agrees

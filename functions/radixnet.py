@@ -85,14 +85,16 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
 
 from runtime import InvalidPayload, Plan, Shard, partitioned
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 K = 32  # non-zeros per row: every output neuron reads 32 inputs (a 5-bit window)
 CLAMP = np.float32(32.0)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
 
 from runtime.errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
 from runtime.wire import answer, codec, protocol
-from runtime.wire.codec import Encoding
 from runtime.wire.connection import connect, kv
 from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from nats.aio.client import Client as NATS
+
+    from runtime.wire.codec import Encoding
 
 
 class Client:

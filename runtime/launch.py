@@ -13,12 +13,14 @@ The controller imports this module and :mod:`runtime.config`, never the worker's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import config
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 # Each field and the variable that carries it.
 _VARS: dict[str, config.Var[Any]] = {

@@ -22,8 +22,7 @@ and ``combine`` against a real cluster, as tests/test_partitioned.py does.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -32,11 +31,15 @@ from runtime.define.decorator import Definition, definition_of
 from runtime.define.handles import Executor
 from runtime.errors import DefinitionError, ExecutorUnavailable, ShoalError
 from runtime.wire import answer, codec, protocol
-from runtime.wire.codec import Encoding
-from runtime.wire.spec import FunctionSpec
-from runtime.worker.batching import Batcher
 from runtime.worker.executors import start_executor
 from runtime.worker.invoker import Invoker
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from runtime.wire.codec import Encoding
+    from runtime.wire.spec import FunctionSpec
+    from runtime.worker.batching import Batcher
 
 __all__ = ["TestApp"]
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping
-from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from .refs import ObjectRef
-from .settings import S3Settings
 from .store import DEFAULT_PART_SIZE, ObjectStore, Target
 from .streams import DEFAULT_CHUNK_SIZE, BytesLike, ByteSource, ObjectStream
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .refs import ObjectRef
+    from .settings import S3Settings
 
 __all__ = ["AsyncObjectStore", "AsyncObjectStream"]
 

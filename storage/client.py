@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import certifi
 import urllib3
@@ -21,7 +21,11 @@ from .errors import (
     StorageError,
     StorageUnavailable,
 )
-from .settings import S3Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .settings import S3Settings
 
 __all__ = ["NOT_FOUND_CODES", "build_client", "translate_errors"]
 

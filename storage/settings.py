@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime import config
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["S3Settings"]
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
-from typing import BinaryIO, TypeAlias, cast
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias, cast
 
-from minio import Minio
 from minio.commonconfig import ENABLED, REPLACE, CopySource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
@@ -32,6 +29,12 @@ from .streams import (
     read_all,
     release,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from contextlib import AbstractContextManager
+
+    from minio import Minio
 
 __all__ = ["DEFAULT_PART_SIZE", "ObjectStore", "Target"]
 
@@ -260,7 +263,7 @@ class ObjectStore:
         self._client.put_object(
             self.bucket,
             key,
-            cast(BinaryIO, reader),
+            cast("BinaryIO", reader),
             length,
             content_type=content_type,
             metadata=headers,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Protocol, TypeAlias, runtime_checkable
-
-from urllib3.response import BaseHTTPResponse
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from .errors import ChecksumMismatch
 from .refs import ObjectRef
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from types import TracebackType
+
+    from urllib3.response import BaseHTTPResponse
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

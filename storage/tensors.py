@@ -9,18 +9,20 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .aio import AsyncObjectStore
 from .errors import StorageError
 from .refs import ObjectRef
-from .store import ObjectStore
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
     import numpy.typing as npt
+
+    from .aio import AsyncObjectStore
+    from .store import ObjectStore
 
 __all__ = ["TensorRef", "get_array", "get_array_async", "put_array", "put_array_async"]
 

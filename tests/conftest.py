@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime.wire import protocol
 from runtime.wire.connection import connect, kv
 from runtime.wire.kvwatch import Change, Follower, listing
 from tests.storage.conftest import S3Server, s3_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from nats.aio.client import Client as NATS
 
 __all__ = ["S3Server", "s3_server"]  # the real S3 server fixture, for tests outside storage/
 

@@ -9,11 +9,10 @@ import os
 import sys
 import textwrap
 import zipfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, ObjectNotFoundError
 
 import storage
@@ -26,7 +25,13 @@ from runtime.bundles.store import kv_limit, prune_code
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from runtime.wire.spec import FunctionSpec
-from tests.conftest import Cluster, S3Server
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
+
+    from tests.conftest import Cluster, S3Server
 
 pytestmark = pytest.mark.anyio
 

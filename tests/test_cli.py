@@ -15,13 +15,12 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from controller import EmbeddedNats, deploy_file
@@ -31,6 +30,11 @@ from runtime import Client
 from runtime.wire import deadletter, protocol
 from runtime.wire.connection import kv
 from tests.conftest import FNS, FUNCTIONS, Cluster
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
 import pytest
-from nats.aio.client import Client as NATS
 
 from runtime import PartitionLost
 from runtime.partition import calibration
@@ -17,7 +16,11 @@ from runtime.partition.channels import ZLIB
 from runtime.partition.costmodel import CostModel, Link, Prices, fit, maybe_compress
 from runtime.partition.dataplane import DataPlane
 from storage import AsyncObjectStore
-from tests.conftest import S3Server
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from tests.conftest import S3Server
 
 pytestmark = pytest.mark.anyio
 

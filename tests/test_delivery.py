@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
-from nats.aio.subscription import Subscription
 
 from controller import EmbeddedNats, ProcessLauncher, deploy_file
 from controller.launcher import LaunchRequest
 from runtime import Client, Reject, Retry
 from runtime.wire import deadletter, protocol
 from tests.conftest import FAST, FNS, Cluster, wait_workers
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.subscription import Subscription
 
 pytestmark = pytest.mark.anyio
 

@@ -9,16 +9,20 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import Controller, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client
 from runtime.wire.connection import connect
 from tests.conftest import FAST, FNS, controller_settings, wait_workers
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

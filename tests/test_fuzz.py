@@ -32,7 +32,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
@@ -41,8 +41,6 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.errors import BadSubjectError, MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError
@@ -52,6 +50,10 @@ from runtime.wire import codec, protocol
 from runtime.wire.connection import connect
 from runtime.wire.results import make_result
 from tests.conftest import FNS, FUNCTIONS, Cluster, wait_workers, workers_of
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 pytestmark = pytest.mark.anyio
 

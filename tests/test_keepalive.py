@@ -6,17 +6,15 @@ import json
 import math
 import statistics
 from collections import Counter
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nats.aio.client import Client as NATS
 
 import bench.bench_keepalive as bench
-from controller import EmbeddedNats
 from controller.idle_history import (
     HistoryConflict,
     IdleHistoryStore,
@@ -38,6 +36,13 @@ from controller.keepalive import (
 from controller.scaler import Observation, WorkerState, decide
 from runtime.wire.connection import connect
 from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
+
+    from controller import EmbeddedNats
 
 S = KeepAliveSettings()
 

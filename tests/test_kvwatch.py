@@ -3,19 +3,22 @@ server restart, a silent removal, and no consumer left behind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
-from nats.js.kv import KeyValue
 
 from controller import EmbeddedNats
 from runtime.wire.connection import connect
 from runtime.wire.kvwatch import Change, Follower, listing
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
+    from nats.js.kv import KeyValue
 
 pytestmark = pytest.mark.anyio
 

@@ -3,12 +3,11 @@ round trips, the bytes on the wire, malformed messages, and a worker answering t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
 import pytest
-from nats.aio.client import Client as NATS
 
 from runtime.partition.dataplane import DataPlane
 from runtime.partition.messages import (
@@ -22,6 +21,9 @@ from runtime.partition.messages import (
 from runtime.partition.peers import Peers
 from runtime.partition.server import PartitionServer
 from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 TASK = RunPartition(
     run="r1",

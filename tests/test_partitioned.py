@@ -7,8 +7,7 @@ import os
 import signal
 import uuid
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
@@ -24,8 +23,12 @@ from runtime import (
     PartitionLost,
     ShoalError,
 )
-from storage import S3Settings
 from tests.conftest import FNS, Cluster, S3Server, wait_workers
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from storage import S3Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import Controller, ProcessLauncher, deploy_file
 from controller.cold import ColdPath
@@ -20,6 +18,11 @@ from runtime.wire import protocol
 from runtime.wire.connection import connect
 from runtime.wire.spec import FunctionSpec
 from tests.conftest import FNS, Cluster, controller_settings, wait_workers, workers_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

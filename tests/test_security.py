@@ -12,17 +12,15 @@ import secrets
 import shutil
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
 import nats.errors
 import nats.js.errors
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client
@@ -32,6 +30,11 @@ from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
 from tests.test_bundles import BIG, write
 from tests.test_cli import Exit, ashoal
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

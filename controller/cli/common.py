@@ -11,15 +11,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 import nats.errors
-from nats.aio.client import Client as NATS
 
 from runtime import config
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError
 from runtime.wire.connection import NatsAuth, NatsRefused, connect, redact
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 CONNECT_WAIT = 5.0  # seconds: past this an unanswered connect is reported, not retried
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from typing import TYPE_CHECKING
 
 from runtime.wire import deadletter
 
 from .common import CliError, Commands, Exit, connected, table
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(commands: Commands) -> None:

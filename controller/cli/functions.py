@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import nats.js.errors
@@ -18,6 +17,9 @@ from ..deploy import deploy_file
 from ..remove import remove_function
 from ..up import where
 from .common import CliError, Commands, Exit, connected, table
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(commands: Commands) -> None:

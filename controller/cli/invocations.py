@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.client import Client
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
 
 from .common import CliError, Commands, Exit, connected
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(commands: Commands) -> None:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from runtime import config
 from runtime.wire.connection import connect
-from runtime.wire.spec import FunctionSpec
 
 from ..controller import Controller, ControllerSettings
 from ..docker_launcher import from_env as docker_launcher
 from ..launcher import Launcher, ProcessLauncher
 from ..up import resolved, until_signalled, up
 from .common import Commands, connected
+
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+    from runtime.wire.spec import FunctionSpec
 
 
 def register(commands: Commands) -> None:

@@ -15,13 +15,17 @@ import importlib.util
 import shutil
 import sys
 import tempfile
-from collections.abc import Collection
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from runtime.bundles.bundle import Bundle
 from runtime.define.decorator import Definition, definition_of
 from runtime.errors import DeployError
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from types import ModuleType
+
+    from runtime.bundles.bundle import Bundle
 
 PREFIX = "shoal_user_"
 

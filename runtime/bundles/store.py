@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import TYPE_CHECKING
 
 import msgpack
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
-from nats.js.object_store import ObjectStore
 
 from runtime.errors import DeployError
 from runtime.wire import protocol
 from runtime.wire.connection import kv, snapshot
 from runtime.wire.kvwatch import listing
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js import JetStreamContext
+    from nats.js.object_store import ObjectStore
 
 log = logging.getLogger("shoal.code")
 

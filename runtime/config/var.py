@@ -188,7 +188,7 @@ Adopt = Literal["mine", "all", "none"]
 def _adopt(raw: str) -> Adopt:
     if raw.strip() not in get_args(Adopt):
         raise ValueError(raw)
-    return cast(Adopt, raw.strip())
+    return cast("Adopt", raw.strip())
 
 
 TEXT = Kind(_text, "text")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 from runtime.define.definition import ATTR, Definition, definition_of
@@ -12,6 +11,9 @@ from runtime.define.handles import Uses, is_handle_annotation
 from runtime.errors import DefinitionError
 from runtime.wire.options import Delivery, Scaling, fields_of, gather
 from runtime.wire.spec import FunctionSpec
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 

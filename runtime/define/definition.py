@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.wire.spec import FunctionSpec
+if TYPE_CHECKING:
+    from runtime.wire.spec import FunctionSpec
 
 ATTR = "__shoal__"
 

@@ -20,13 +20,15 @@ the wrong type. When Shoal runs the handler, the parameter receives the executor
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import anyio
 
 from runtime.define.definition import Definition, definition_of
 from runtime.errors import DefinitionError, ShoalError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out", covariant=True)

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime import config
 from runtime.define.decorator import ATTR, Definition
 from runtime.errors import DefinitionError, InvalidPayload, ModelTooLarge
 from runtime.wire.options import gather
 from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 

@@ -12,11 +12,10 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
-from nats.aio.client import Client as NATS
 
 from runtime.partition.channels import headers, publish_inline
 from runtime.partition.costmodel import CostModel, Link, fit
@@ -24,6 +23,9 @@ from runtime.partition.dataplane import DataPlane
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from runtime.wire.kvwatch import Change, Follower
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 log = logging.getLogger("shoal.calibration")
 

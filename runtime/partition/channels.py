@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-from nats.aio.client import Client as NATS
 
 from runtime.errors import IntermediateStoreError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 log = logging.getLogger("shoal.dataplane")
 

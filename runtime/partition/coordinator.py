@@ -18,25 +18,29 @@ import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from runtime.context import Context
 from runtime.define.partitioned import check_plan, memory_budget
 from runtime.errors import PartitionLost, ShoalError, WorkerUnavailable
 from runtime.partition.dataplane import RESULT_STEP, DataPlane, new_run_id
-from runtime.partition.mailbox import Mailbox
 from runtime.partition.messages import MalformedMessage, Reply, RunPartition, task_subject
-from runtime.partition.peers import Peers
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import TaskGroup, TaskStatus
+    from nats.aio.client import Client as NATS
+
+    from runtime.context import Context
+    from runtime.partition.mailbox import Mailbox
+    from runtime.partition.peers import Peers
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.partitions")
 
@@ -142,23 +146,9 @@ class Coordinator:
                         channel=self.spec.channel,
                         deadline=max(0.1, deadline - time.monotonic()),
                     )
-                    try:
-                        reply = await self.nc.request(
-                            task_subject(self.spec.name, worker),
-                            task.to_bytes(),
-                            timeout=TAKE_TIMEOUT,
-                        )
-                        answer = Reply.from_bytes(reply.data)
-                    except (NoRespondersError, NatsTimeout):
-                        answer = Reply(error="did not answer")
-                    except MalformedMessage as e:
-                        answer = Reply(error=f"unreadable answer: {e}")
-                    if not answer.ok:
-                        fail(
-                            PartitionLost(
-                                f"partition {i}: worker {worker}: {answer.error}", worker=worker
-                            )
-                        )
+                    error = await self._hand_out(task, worker)
+                    if error is not None:
+                        fail(error)
 
                 async def collect(i: int) -> None:
                     try:
@@ -174,18 +164,9 @@ class Coordinator:
                         tg.cancel_scope.cancel()
 
                 async def watch() -> None:
-                    others = [w for w in roster if w != self.worker_id]
-                    if others:
-                        try:
-                            worker = await self.peers.first_lost(others)
-                        except Exception as e:
-                            fail(PartitionLost(f"cannot watch the run's workers: {e}"))
-                            return
-                        fail(
-                            PartitionLost(
-                                f"worker {worker} went away during the run", worker=worker
-                            )
-                        )
+                    error = await self._first_lost(roster)
+                    if error is not None:
+                        fail(error)
 
                 for i, worker in enumerate(roster):
                     tg.start_soon(hand_out, i, worker)
@@ -212,6 +193,34 @@ class Coordinator:
         if failure:
             raise failure[0]
         return parts
+
+    async def _hand_out(self, task: RunPartition, worker: str) -> PartitionLost | None:
+        """Give one partition to its worker: None once it took it, else why it did not."""
+        try:
+            reply = await self.nc.request(
+                task_subject(self.spec.name, worker), task.to_bytes(), timeout=TAKE_TIMEOUT
+            )
+            answer = Reply.from_bytes(reply.data)
+        except (NoRespondersError, NatsTimeout):
+            answer = Reply(error="did not answer")
+        except MalformedMessage as e:
+            answer = Reply(error=f"unreadable answer: {e}")
+        if answer.ok:
+            return None
+        return PartitionLost(
+            f"partition {task.index}: worker {worker}: {answer.error}", worker=worker
+        )
+
+    async def _first_lost(self, roster: list[str]) -> PartitionLost | None:
+        """Waits until one of the run's other workers goes away (None: there are none)."""
+        others = [w for w in roster if w != self.worker_id]
+        if not others:
+            return None
+        try:
+            worker = await self.peers.first_lost(others)
+        except Exception as e:
+            return PartitionLost(f"cannot watch the run's workers: {e}")
+        return PartitionLost(f"worker {worker} went away during the run", worker=worker)
 
     async def _abandon(self, run: str, roster: list[str], error: ShoalError) -> None:
         """Tell every partition of a failed run to stop."""

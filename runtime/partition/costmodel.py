@@ -17,8 +17,11 @@ from __future__ import annotations
 import statistics
 import time
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 SAMPLE = 8 * 1024  # bytes compressed to estimate a payload's ratio and the compressor's speed
 MIN_COMPRESS = 16 * 1024  # below this, compressing never pays for the bookkeeping

@@ -14,11 +14,9 @@ import logging
 import time
 import uuid
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from runtime.errors import IntermediateStoreError, ShoalError
 from runtime.partition.channels import (
@@ -41,6 +39,10 @@ from runtime.partition.channels import (
 from runtime.partition.costmodel import DEFAULT_OBJECT, CostModel, maybe_compress
 from runtime.partition.mailbox import Delivery, Mailbox
 from runtime.wire import codec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 log = logging.getLogger("shoal.dataplane")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
-from runtime.errors import ShoalError
+if TYPE_CHECKING:
+    from runtime.errors import ShoalError
 
 log = logging.getLogger("shoal.dataplane")
 

@@ -11,11 +11,13 @@ the coordinator travel on the data plane (:mod:`runtime.partition.dataplane`), n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgpack
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class MalformedMessage(ValueError):

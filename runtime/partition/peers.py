@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import msgpack
-from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -18,7 +18,11 @@ from runtime.partition.messages import Ping, task_subject
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from runtime.wire.kvwatch import Change, Follower
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from runtime.wire.spec import FunctionSpec
 
 PING_EVERY = 0.5  # seconds between liveness pings to the workers of a run
 PING_PATIENCE = 2.0  # seconds a worker may leave a ping unanswered before it counts as lost

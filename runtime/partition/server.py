@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from runtime.errors import FunctionError, PartitionLost, ShoalError
 from runtime.partition.dataplane import RESULT_STEP, DataPlane
@@ -29,9 +25,17 @@ from runtime.partition.messages import (
     read_task,
     task_subject,
 )
-from runtime.partition.peers import Peers
 from runtime.partition.shard import Shard
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import TaskGroup, TaskStatus
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+    from runtime.partition.peers import Peers
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.partitions")
 

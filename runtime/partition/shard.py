@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from runtime.errors import ShoalError
-from runtime.partition.channels import Sent
-from runtime.partition.dataplane import DataPlane
-from runtime.partition.mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runtime.partition.channels import Sent
+    from runtime.partition.dataplane import DataPlane
+    from runtime.partition.mailbox import Mailbox
 
 
 class Shard:

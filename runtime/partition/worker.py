@@ -11,21 +11,24 @@ intermediates (:mod:`runtime.partition.dataplane`), the view of the other worker
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
-from nats.aio.client import Client as NATS
 
 from runtime import config
-from runtime.context import Context
 from runtime.partition import calibration
 from runtime.partition.coordinator import Coordinator
 from runtime.partition.dataplane import DataPlane
 from runtime.partition.peers import Peers
 from runtime.partition.server import PartitionServer
-from runtime.wire.spec import FunctionSpec
 from runtime.worker.invoker import run_hook
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+    from nats.aio.client import Client as NATS
+
+    from runtime.context import Context
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.partitions")
 

@@ -16,14 +16,17 @@ result; a request/reply call, which is never redelivered, gets a fresh random id
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import InvalidPayload, ShoalError
 from runtime.wire import codec, protocol
-from runtime.wire.codec import Encoding
-from runtime.wire.results import Result
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from runtime.wire.codec import Encoding
+    from runtime.wire.results import Result
 
 OK = "ok"
 ERROR = "error"

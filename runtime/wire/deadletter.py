@@ -7,12 +7,16 @@ letter keeps the original body and headers, so a re-drive publishes the same eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from nats.js import JetStreamContext
 
 STREAM = "SHOAL_DLQ"
 PREFIX = "shoal.dlq"

@@ -44,13 +44,15 @@ import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
-from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+    from nats.aio.client import Client as NATS
 
 log = logging.getLogger("shoal.kvwatch")
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 ENGINES = ("torch", "onnxruntime", "custom")
 CHANNELS = ("auto", "inline", "object")

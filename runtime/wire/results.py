@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from runtime.errors import PayloadTooLarge, ShoalError
 from runtime.wire import codec, protocol
-from runtime.wire.codec import Encoding
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js.kv import KeyValue
+
+    from runtime.wire.codec import Encoding
 
 
 @dataclass(frozen=True)

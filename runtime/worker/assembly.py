@@ -7,12 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
-from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
@@ -29,7 +26,14 @@ from runtime.worker.executor import ExecutorWorker
 from runtime.worker.executors import LocalExecutor, RemoteExecutor, start_executor
 from runtime.worker.handler import Worker
 from runtime.worker.invoker import Invoker
-from runtime.worker.serving import Serving, WorkerSettings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from anyio.abc import TaskGroup
+    from nats.aio.client import Client as NATS
+
+    from runtime.worker.serving import Serving, WorkerSettings
 
 log = logging.getLogger("shoal.worker")
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from runtime.errors import ShoalError
 from runtime.wire import answer, codec, protocol
-from runtime.wire.spec import FunctionSpec
-from runtime.worker.batching import Batcher
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+    from runtime.wire.spec import FunctionSpec
+    from runtime.worker.batching import Batcher
 
 log = logging.getLogger("shoal.executor")
 

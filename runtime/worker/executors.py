@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from runtime.define.decorator import Definition
 from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
 from runtime.wire import answer, codec, protocol
-from runtime.wire.spec import FunctionSpec
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from runtime.define.decorator import Definition
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.executors")
 

@@ -7,25 +7,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from runtime.context import Context
 from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
-from runtime.partition.worker import Partitions
 from runtime.wire import answer, codec, protocol
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore, make_result
-from runtime.worker.invoker import Invoker
 from runtime.worker.pull import Puller, Slots
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
 from runtime.worker.settle import DeadLetter, Nak, settle
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+    from runtime.partition.worker import Partitions
+    from runtime.worker.invoker import Invoker
 
 log = logging.getLogger("shoal.worker")
 

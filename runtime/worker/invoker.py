@@ -5,14 +5,16 @@ from __future__ import annotations
 import inspect
 import logging
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from runtime.context import Context
-from runtime.define.decorator import Definition
 from runtime.errors import FunctionError, FunctionTimeout, ShoalError
+
+if TYPE_CHECKING:
+    from runtime.context import Context
+    from runtime.define.decorator import Definition
 
 log = logging.getLogger("shoal.invoker")
 

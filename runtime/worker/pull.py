@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 log = logging.getLogger("shoal.pull")
 

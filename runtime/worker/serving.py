@@ -8,20 +8,24 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from runtime import config
 from runtime.launch import LaunchEnv
 from runtime.wire import protocol
 from runtime.wire.connection import kv
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+    from nats.js.kv import KeyValue
+
+    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.worker")
 

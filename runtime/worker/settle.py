@@ -7,9 +7,12 @@ worker only carries the decision out (:mod:`runtime.worker.handler`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.errors import Cancelled, FunctionError, FunctionTimeout, Reject, Retry, ShoalError
-from runtime.wire.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from runtime.wire.spec import FunctionSpec
 
 #: Seconds before a transient failure (an executor away, a partition lost) is redelivered.
 RETRY_DELAY = 1.0

@@ -13,19 +13,22 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import Controller, DockerLauncher, EmbeddedNats, deploy_file
 from controller.docker_args import LABEL_CONTROLLER, LABEL_WORKER, _sdk
 from tests.conftest import controller_settings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from nats.aio.client import Client as NATS
 
 NO_SDK = "the docker SDK is not installed: pip install 'docker>=7'"
 docker: Any

@@ -20,14 +20,12 @@ import urllib.error
 import urllib.request
 import uuid
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
@@ -40,6 +38,11 @@ from runtime.wire.connection import NatsAuth, NatsRefused, connect
 from storage import ObjectStore, S3Settings, StorageAccessDenied
 
 from .conftest import REPO, compose_image, ensure_images
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

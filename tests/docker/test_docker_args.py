@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +13,9 @@ from controller.launcher import LaunchRequest
 from runtime.wire.spec import FunctionSpec
 
 from .conftest import NO_SDK, docker
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 needs_sdk = pytest.mark.skipif(docker is None, reason=NO_SDK)  # for DeviceRequest
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from nats.aio.client import Client as NATS
 
 from controller import deploy_file
 from controller.docker_args import LABEL_CONTROLLER, LABEL_FUNCTION, LABEL_WORKER
@@ -21,6 +19,11 @@ from tests.conftest import wait_workers
 from tests.test_bundles import BIG, write
 
 from .conftest import FNS, DockerCluster, docker_cluster
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.anyio
 

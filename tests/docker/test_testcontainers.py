@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
@@ -24,6 +22,10 @@ from runtime.wire import connection
 from storage import AsyncObjectStore, ObjectStore, S3Settings, StorageUnavailable
 
 from .conftest import compose_image, ensure_images
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import urllib3
@@ -22,6 +20,10 @@ from minio import Minio
 
 from controller.embedded_s3 import EmbeddedS3, weed_binary
 from storage import ObjectStore, S3Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 STARTUP_DEADLINE_S = 60.0
 

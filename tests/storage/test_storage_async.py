@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio
 import numpy as np
@@ -20,6 +20,9 @@ from storage import (
     get_array_async,
     put_array_async,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.anyio
 

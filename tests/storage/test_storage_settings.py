@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 import pytest
 
 from storage import ObjectRef, S3Settings, StorageError, StorageUnavailable
 from storage import errors as storage_errors
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SECRET = "s3cr3t-value-never-printed"
 

@@ -6,13 +6,11 @@ import hashlib
 import io
 import os
 import socket
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from minio import Minio
 
 from storage import (
     ChecksumMismatch,
@@ -23,6 +21,11 @@ from storage import (
     StorageAccessDenied,
     StorageUnavailable,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from minio import Minio
 
 MiB = 1024 * 1024
 
