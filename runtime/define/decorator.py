@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import inspect
 import typing
+
+# Runtime imports, not type-checking-only: the decorators' signatures are public, and
+# typing.get_type_hints() on them (tools, tests/test_options.py) evaluates these names.
+from collections.abc import Callable, Sequence  # noqa: TC003
 from typing import Any, TypeVar, overload
 
 from runtime.define.definition import ATTR, Definition, definition_of
@@ -11,9 +15,6 @@ from runtime.define.handles import Uses, is_handle_annotation
 from runtime.errors import DefinitionError
 from runtime.wire.options import Delivery, Scaling, fields_of, gather
 from runtime.wire.spec import FunctionSpec
-
-if typing.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 

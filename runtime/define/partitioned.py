@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import inspect
 import math
+
+# Runtime imports, not type-checking-only: the decorators' signatures are public, and
+# typing.get_type_hints() on them (tools, tests/test_options.py) evaluates these names.
+from collections.abc import Callable, Sequence  # noqa: TC003
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from runtime import config
 from runtime.define.decorator import ATTR, Definition
 from runtime.errors import DefinitionError, InvalidPayload, ModelTooLarge
 from runtime.wire.options import gather
 from runtime.wire.spec import FunctionSpec
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 
