@@ -193,3 +193,20 @@ async def test_unknown_function_and_no_controller_are_told_apart(nc) -> None:
     await deploy_file(nc, FUNCTIONS / "echo.py", wait=0)
     with pytest.raises(WorkerUnavailable, match="run a controller"):
         await client.call("echo", {}, timeout=5)
+
+
+def test_every_error_type_is_public() -> None:
+    """runtime is the one public SDK: every error a user can meet is importable from it."""
+    import inspect
+
+    import runtime
+    from runtime import errors
+    from runtime.config.var import ConfigError
+
+    defined = {
+        name
+        for name, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.ShoalError) and obj.__module__ == errors.__name__
+    } | {ConfigError.__name__}
+    assert defined <= set(runtime.__all__), defined - set(runtime.__all__)
+    assert all(getattr(runtime, name) is not None for name in runtime.__all__)
