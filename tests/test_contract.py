@@ -1,4 +1,5 @@
-"""The user-facing contract, exercised with raw nats-py (not Shoal's client)."""
+"""The user-facing contract, exercised with raw nats-py (not Shoal's client), on the examples
+echo and textstats; beside their served tests, the same examples in process (TestApp)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import anyio
 import msgpack
 import pytest
 
+from functions import echo, textstats
 from runtime import Client, InvalidPayload
+from runtime.testing import TestApp
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from tests.conftest import FNS, FUNCTIONS, Cluster
@@ -90,6 +93,12 @@ async def test_request_reply_results_are_stored_too(cluster: Cluster) -> None:
     assert result.ok and result.value == [1, 2] and result.function == "echo"
 
 
+async def test_echo_in_process() -> None:
+    async with TestApp(echo.echo) as app:
+        assert await app.call({"a": [1, "b"]}) == {"a": [1, "b"]}
+        assert await app.call(b"raw", encoding="msgpack") == b"raw"
+
+
 async def test_extra_subjects_trigger_the_function(cluster: Cluster) -> None:
     await cluster.deploy(FUNCTIONS / "textstats.py")
     sub = await cluster.nc.subscribe("stats.out")
@@ -102,6 +111,15 @@ async def test_extra_subjects_trigger_the_function(cluster: Cluster) -> None:
     body = json.loads(reply.data)
     assert body["words"] == 6 and body["sentences"] == 2
     assert body["keywords"][0] == ["models", 2]
+
+
+async def test_textstats_in_process() -> None:
+    async with TestApp(textstats.TextStats) as app:
+        got = await app.call({"text": "Shoal serves models. Models batch; shoal scales!"})
+        assert (got["words"], got["sentences"]) == (7, 2)
+        assert got["keywords"][:2] == [["models", 2], ["shoal", 2]]
+        with pytest.raises(InvalidPayload, match="textstats expects"):
+            await app.call({"txt": "typo"})
 
 
 async def test_bad_payload_gets_structured_error_and_worker_keeps_serving(cluster: Cluster) -> None:
