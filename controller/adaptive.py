@@ -20,7 +20,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .idle_history import IdleHistoryStore, open_bucket
+import anyio
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from runtime.wire import protocol
+
+from .idle_history import COLD_KEPT_S, IdleHistoryStore, open_bucket
 from .keepalive import DEFAULT, KeepAliveSettings, Windows, new_history, windows, workers_wanted
 
 if TYPE_CHECKING:
@@ -35,6 +40,15 @@ log = logging.getLogger("shoal.keepalive")
 
 LEAD_KEPT = 5  # a function's latest start-up times; pre-warms lead by the longest of them
 DEFAULT_LEAD_S = 1.0  # before any start-up time is measured
+
+
+def fixed_window(spec: FunctionSpec, settings: KeepAliveSettings) -> float:
+    """The function's fixed window on the policy's clock: an adaptive function's fallback
+    (300 s, 600 s) scales with the bin width (60 s by default), so a compressed clock
+    compresses it too; a number of seconds is taken as it is."""
+    if not spec.adaptive:
+        return spec.fixed_idle_s
+    return spec.fixed_idle_s * settings.bin_s / DEFAULT.bin_s
 
 
 @dataclass
@@ -58,11 +72,16 @@ class KeepAlive:
     def __init__(self, settings: KeepAliveSettings = DEFAULT, *, grace: float = 1.5) -> None:
         self.settings = settings
         # After demand is seen, heartbeats report the work it became a little later: work
-        # they report within this many seconds continues that activity, not a new one.
+        # that ended within this many seconds of it continues that activity.
         self.grace = grace
         self.store: IdleHistoryStore | None = None
         self._tg: TaskGroup | None = None
         self._tracks: dict[str, _Track] = {}
+        self.synced = anyio.Event()  # fires (and is replaced) after each recording task
+
+    def busy(self) -> bool:
+        """Whether idle times or cold starts are waiting to be recorded, or being recorded."""
+        return any(t.syncing or t.idle or t.cold for t in self._tracks.values())
 
     async def start(self, js: JetStreamContext, tg: TaskGroup) -> None:
         """Open the shared history; recording and reading run as tasks of ``tg``."""
@@ -70,12 +89,7 @@ class KeepAlive:
         self._tg = tg
 
     def fixed_s(self, spec: FunctionSpec) -> float:
-        """The function's fixed window on this controller's clock: an adaptive function's
-        fallback (300 s, 600 s) scales with the bin width (60 s by default), so a compressed
-        clock compresses it too; a number of seconds is taken as it is."""
-        if not spec.adaptive:
-            return spec.fixed_idle_s
-        return spec.fixed_idle_s * self.settings.bin_s / DEFAULT.bin_s
+        return fixed_window(spec, self.settings)
 
     def launched(self, function: str, seconds: float) -> None:
         """A worker of ``function`` reported in ``seconds`` after it was launched."""
@@ -121,7 +135,7 @@ class KeepAlive:
         t = self._tracks.setdefault(spec.name, _Track())
         latest = self._activity(t, now, demand, workers)
         if latest is not None:
-            if now >= t.quiet_from and t.last is not None and latest > t.last:
+            if latest > t.quiet_from and t.last is not None and latest > t.last:
                 t.idle.append(latest - t.last)  # a new activity after a quiet spell
                 if demand and not ready:
                     t.cold.append(time.time())
@@ -177,3 +191,48 @@ class KeepAlive:
                 t.windows = self.windows_of(spec)
         finally:
             t.syncing = False
+            self.synced.set()
+            self.synced = anyio.Event()
+
+
+async def summaries(
+    js: JetStreamContext, specs: dict[str, FunctionSpec], settings: KeepAliveSettings
+) -> dict[str, dict[str, object]]:
+    """Each function's keep-alive as ``shoal status`` shows it: its windows now (from the
+    stored history, as a controller computes them) and its cold starts in the last hour."""
+    try:
+        store: IdleHistoryStore | None = IdleHistoryStore(
+            await js.key_value(protocol.IDLE_HISTORY_BUCKET), settings
+        )
+    except (BucketNotFoundError, NotFoundError):
+        store = None  # no controller has recorded anything yet
+    since = time.time() - COLD_KEPT_S
+    out: dict[str, dict[str, object]] = {}
+    for name, spec in specs.items():
+        history = (await store.read(name))[0] if store is not None else new_history(settings)
+        fixed = fixed_window(spec, settings)
+        w = windows(history, settings, fixed_s=fixed)
+        if not spec.adaptive:
+            w = Windows(0.0, fixed, "fixed", "configured")
+        out[name] = {
+            "mode": "adaptive" if spec.adaptive else "fixed",
+            "kind": w.kind,
+            "basis": w.basis,
+            "prewarm_s": w.prewarm_s,
+            "keepalive_s": w.keepalive_s,
+            "idle_times": history.samples,
+            "cold_starts_1h": sum(1 for t in history.cold_starts if t >= since),
+        }
+    return out
+
+
+def describe(summary: dict[str, object]) -> str:
+    """One line: ``fixed 300 s``, ``pre-warm 540 s, keep 186 s``, ``keep 66 s``, with why
+    an adaptive function is on its fixed window."""
+    pre, keep = float(summary["prewarm_s"]), float(summary["keepalive_s"])  # type: ignore[arg-type]
+    if summary["kind"] == "fixed":
+        why = {"few-samples": f"learning, {summary['idle_times']} idle times", "flat": "flat"}
+        note = why.get(str(summary["basis"]))
+        return f"fixed {keep:g} s" + (f" ({note})" if note else "")
+    text = f"pre-warm {pre:g} s, keep {keep:g} s" if pre > 0 else f"keep {keep:g} s"
+    return text + (" (forecast)" if summary["basis"] == "forecast" else "")

@@ -1,0 +1,8 @@
+"""A function called on a regular beat (tests/test_adaptive.py); keep-alive is adaptive."""
+
+from runtime import function
+
+
+@function(name="beat")
+def beat(event):
+    return event
