@@ -72,7 +72,8 @@ class KeepAlive:
     def __init__(self, settings: KeepAliveSettings = DEFAULT, *, grace: float = 1.5) -> None:
         self.settings = settings
         # After demand is seen, heartbeats report the work it became a little later: work
-        # that ended within this many seconds of it continues that activity.
+        # that ended within this many seconds of it continues that activity, and so does
+        # work this close to the previous activity (shorter idle times are not recorded).
         self.grace = grace
         self.store: IdleHistoryStore | None = None
         self._tg: TaskGroup | None = None
@@ -135,7 +136,7 @@ class KeepAlive:
         t = self._tracks.setdefault(spec.name, _Track())
         latest = self._activity(t, now, demand, workers)
         if latest is not None:
-            if latest > t.quiet_from and t.last is not None and latest > t.last:
+            if latest > t.quiet_from and t.last is not None and latest - t.last > self.grace:
                 t.idle.append(latest - t.last)  # a new activity after a quiet spell
                 if demand and not ready:
                     t.cold.append(time.time())

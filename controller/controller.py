@@ -104,9 +104,9 @@ class Controller:
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
         self._announced: dict[str, str] = {}  # function -> version announced as served
         s = self.settings
-        # Adaptive keep-alive (docs/keepalive.md); heartbeats lag demand by up to a beat.
+        # Adaptive keep-alive (docs/keepalive.md); heartbeats report work up to a beat late.
         self.keepalive = KeepAlive(
-            KeepAliveSettings(bin_s=s.keepalive_bin_s), grace=s.heartbeat + s.tick
+            KeepAliveSettings(bin_s=s.keepalive_bin_s), grace=2 * s.heartbeat + s.tick
         )
         self._up: set[str] = set()  # functions with a worker ready or starting, this pass
         self.functions: SpecView
