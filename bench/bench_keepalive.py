@@ -287,6 +287,11 @@ def live(
         f"{'simulated (same window)':<34}{predicted['cold_starts']:>12}"
         f"{predicted['loaded_minutes']:>16}"
     )
+    f5 = predicted["fixed_5"]
+    print(
+        f"{'simulated, fixed 5 min (reference)':<34}{f5['cold_starts']:>12}"
+        f"{f5['loaded_minutes']:>16}"
+    )
     print(
         f"{'live: no ready worker at publish':<34}{measured['cold_starts']:>12}"
         f"{measured['worker_minutes']:>16}"

@@ -174,3 +174,19 @@ def _served_by(before: list[dict[str, Any]], pid: int) -> str:
     if not by:
         return "cold"
     return "prewarmed" if by[0]["served"] == 0 and len(before) == 1 else "kept"
+
+
+def test_the_live_replay_plans_a_window_and_simulates_it_with_the_history_before() -> None:
+    from bench import keepalive_live
+
+    beat = list(range(0, 200, 10))  # every 10 minutes
+    busy = list(range(200))  # every minute: left out
+    rare = [5, 150]  # twice: left out
+    p = keepalive_live.plan([beat, busy, rare], start=100, minutes=60, count=20)
+    assert p.rows == [0] and p.names == ["t000"]
+    assert p.before == [[10.0] * 9] and p.window == [[0, 10, 20, 30, 40, 50]]
+    predicted = keepalive_live.simulate(p, KeepAliveSettings())
+    # Learnt before the window: only its first event (no worker at the start) is cold.
+    assert predicted["cold_starts"] == 1 and predicted["invocation_minutes"] == 6
+    assert predicted["fixed_5"]["cold_starts"] == 6  # a 5-minute window misses every beat
+    assert "@function(name='t000')" in keepalive_live.source(p.names)
