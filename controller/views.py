@@ -64,6 +64,11 @@ class BucketView(Generic[T]):
         cutoff = time.monotonic() - max_age
         return {k: v for k, (v, seen) in self._items.items() if seen >= cutoff}
 
+    def entries(self, max_age: float | None = None) -> dict[str, tuple[T, float]]:
+        """As :meth:`items`, each with when it was last refreshed (``time.monotonic()``)."""
+        cutoff = float("-inf") if max_age is None else time.monotonic() - max_age
+        return {k: (v, seen) for k, (v, seen) in self._items.items() if seen >= cutoff}
+
     def forget(self, key: str) -> None:
         self._items.pop(key, None)
 

@@ -273,6 +273,21 @@ async def test_exit_codes_and_json_against_a_cluster(cluster: Cluster) -> None:
     echo = next(f for f in status["functions"] if f["function"] == "echo")
     assert echo["state"] == "warm" and echo["workers"] >= 1 and echo["backlog"] == 0
     assert status["controllers"] == 1
+    # Keep-alive: echo's is adaptive, still on its fixed window (no idle time yet); its one
+    # cold start is recorded by the controller in a task: once that is done, status shows it.
+    keepalive = cluster.controller.keepalive
+    with anyio.fail_after(20):
+        while keepalive.busy():
+            await keepalive.synced.wait()
+    status = json.loads((await ashoal("status", "--json", env=env)).stdout)
+    echo = next(f for f in status["functions"] if f["function"] == "echo")
+    assert echo["keepalive"]["mode"] == "adaptive" and echo["keepalive"]["kind"] == "fixed"
+    assert echo["cold_starts_1h"] == 1
+    brief = next(f for f in status["functions"] if f["function"] == "brief")
+    assert brief["keepalive"]["mode"] == "fixed" and brief["keepalive"]["keepalive_s"] == 0.5
+    text = (await ashoal("status", env=env)).stdout
+    assert "KEEP-ALIVE" in text and "fixed 300 s (learning, 0 idle times)" in text, text
+    assert "fixed 0.5 s" in text
     letters = json.loads((await ashoal("dlq", "list", "--json", env=env)).stdout)
     assert [(d["function"], d["code"]) for d in letters] == [("boom", "function_error")]
 
