@@ -71,6 +71,8 @@ async def up(
             controller = Controller(nc, launcher, settings)
             async with anyio.create_task_group() as inner:
                 await inner.start(controller.run)
+                if controller.metrics is not None and controller.metrics.url:
+                    say(f"status page on {controller.metrics.url} (Prometheus: /metrics)")
                 await deploy_folder(nc, functions)
                 await _demo(nc)
                 if not once:
