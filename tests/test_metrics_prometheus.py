@@ -71,6 +71,13 @@ async def test_prometheus_reads_the_known_workload_and_counters_survive_scale_to
         try:
             await prom.ready()
             await deploy_file(nc, FNS / "observed.py")
+            # Prometheus scrapes a few seconds after it is ready: the rates of the dashboard
+            # need the counters seen at 0 before the workload.
+            await poll(
+                lambda: prom.query('shoal_invocations_total{function="pairsum"}'),
+                30,
+                "a first scrape with every function deployed",
+            )
             await workload(cluster)
             done = time.monotonic()
 

@@ -2,6 +2,7 @@
 "use strict";
 
 const POLL_MS = 2000;
+const ERRORS_SHOWN = 10;
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -121,7 +122,7 @@ function render(s) {
     td(bars(x.batch_sizes)),
   ]), 11, "no executors deployed");
 
-  fill(document.querySelector("#errors tbody"), s.errors.map((e) => [
+  fill(document.querySelector("#errors tbody"), s.errors.slice(0, ERRORS_SHOWN).map((e) => [
     td(new Date(e.at * 1000).toLocaleTimeString()),
     td(el("code", {}, e.function)),
     td(el("code", {}, e.request_id || "–"), { "data-field": "request_id" }),
