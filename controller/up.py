@@ -71,11 +71,11 @@ async def up(
             controller = Controller(nc, launcher, settings)
             async with anyio.create_task_group() as inner:
                 await inner.start(controller.run)
-                if controller.metrics is not None and controller.metrics.url:
-                    say(f"status page on {controller.metrics.url} (Prometheus: /metrics)")
                 await deploy_folder(nc, functions)
                 await _demo(nc)
                 if not once:
+                    if controller.metrics is not None and controller.metrics.url:
+                        say(f"status page on {controller.metrics.url} (Prometheus: /metrics)")
                     say(SERVING)
                     await anyio.sleep_forever()
                 inner.cancel_scope.cancel()
