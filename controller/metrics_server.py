@@ -91,19 +91,21 @@ class MetricsServer:
             await anyio.sleep(SAMPLE_EVERY)
 
     async def _handle(self, stream: SocketStream) -> None:
+        # Nothing a client does (hanging up, sending garbage) may reach the controller.
         async with stream:
             try:
                 with anyio.fail_after(READ_TIMEOUT):
                     head = await _read_head(stream)
                 method, _, rest = head.partition(" ")
                 path = rest.split(" ", 1)[0].split("?", 1)[0]
-                status, ctype, body = await self._answer(method, path)
+                try:
+                    status, ctype, body = await self._answer(method, path)
+                except Exception:
+                    log.exception("answering %s %s failed", method, path)
+                    status, ctype, body = "500 Internal Server Error", "text/plain", b"error\n"
                 await _respond(stream, status, ctype, b"" if method == "HEAD" else body, len(body))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, ValueError):
-                return
-            except Exception:
-                log.exception("answering a metrics request failed")
-                await _respond(stream, "500 Internal Server Error", "text/plain", b"error\n")
+            except Exception as e:
+                log.debug("metrics request dropped: %r", e)
 
     async def _answer(self, method: str, path: str) -> tuple[str, str, bytes]:
         if method not in ("GET", "HEAD"):
