@@ -146,7 +146,10 @@ async def main(args: argparse.Namespace) -> None:
     nc = await connect(server.url, name="bench")
     try:
         modes = ["off", "on"] if args.metrics == "both" else [args.metrics]
-        results = {mode: await measure(nc, args, tmp, mode) for mode in modes}
+        results: dict[str, list[list[Row]]] = {mode: [] for mode in modes}
+        for r in range(args.rounds):  # alternating, so a busy moment hits both alike
+            for mode in modes:
+                results[mode].append(await measure(nc, args, tmp, mode, r))
         if len(results) == 2:
             compare(results["off"], results["on"], args.inflight)
     finally:
@@ -155,10 +158,12 @@ async def main(args: argparse.Namespace) -> None:
         server.stop()
 
 
-async def measure(nc: NATS, args: argparse.Namespace, tmp: Path, mode: str) -> list[Row]:
+async def measure(
+    nc: NATS, args: argparse.Namespace, tmp: Path, mode: str, round_: int = 0
+) -> list[Row]:
     """One controller (metrics ``mode``), its echo workers, every path measured."""
     settings = ControllerSettings.from_env(metrics_addr="127.0.0.1:0" if mode == "on" else None)
-    async with ProcessLauncher(code_dir=tmp / f"code-{mode}") as launcher:
+    async with ProcessLauncher(code_dir=tmp / f"code-{mode}-{round_}") as launcher:
         async with anyio.create_task_group() as tg:
             controller = Controller(nc, launcher, settings)
             await tg.start(controller.run)
@@ -168,8 +173,8 @@ async def measure(nc: NATS, args: argparse.Namespace, tmp: Path, mode: str) -> l
             cold = time.perf_counter() - t
             if controller.metrics is not None and controller.metrics.url:
                 tg.start_soon(scrape, controller.metrics.url)
-            print(f"\n== metrics {mode}")
-            rows = await report(nc, args, cold, launcher, mode)
+            print(f"\n== metrics {mode} (round {round_ + 1})")
+            rows = await report(nc, args, cold, launcher, f"{mode}{round_}")
             tg.cancel_scope.cancel()
     return rows
 
@@ -188,13 +193,29 @@ async def scrape(url: str) -> None:
         await anyio.sleep(1.0)
 
 
-def compare(off: list[Row], on: list[Row], inflight: int) -> None:
-    print(f"\n== metrics off -> on (same run): p50 sequential, and req/s @{inflight}")
-    for (label, seq0, _, rate0), (_, seq1, _, rate1) in zip(off, on, strict=True):
-        p0, p1 = pct(seq0, 0.5), pct(seq1, 0.5)
+def compare(off: list[list[Row]], on: list[list[Row]], inflight: int) -> None:
+    """Medians over the rounds: p50 (sequential) and req/s (@inflight), absolute and as a
+    ratio to the raw baseline (a) of the same round, which takes out the machine's load."""
+
+    def figures(rounds: list[list[Row]]) -> list[tuple[float, float, float, float]]:
+        out = []
+        for i in range(len(rounds[0])):
+            p50 = [pct(r[i][1], 0.5) for r in rounds]
+            rate = [r[i][3] for r in rounds]
+            p50_x = [pct(r[i][1], 0.5) / pct(r[0][1], 0.5) for r in rounds]
+            rate_x = [r[i][3] / r[0][3] for r in rounds]
+            out.append(tuple(statistics.median(v) for v in (p50, rate, p50_x, rate_x)))
+        return out  # type: ignore[return-value]
+
+    print(f"\n== metrics off -> on, {len(off)} round(s) each, alternating; medians")
+    rate = f"req/s @{inflight}"
+    print(f"{'path':<40}{'seq p50 ms':>22}{'x raw':>16}{rate:>22}{'x raw':>16}")
+    for (label, *_), a, b in zip(off[0], figures(off), figures(on), strict=True):
         print(
-            f"{label:<40}{p0:>8.3f}m ->{p1:>8.3f}m ({(p1 / p0 - 1) * 100:+5.1f}%)   "
-            f"{rate0:>7.0f} -> {rate1:>7.0f} req/s ({(rate1 / rate0 - 1) * 100:+5.1f}%)"
+            f"{label:<40}{a[0]:>9.3f} ->{b[0]:>7.3f} {(b[0] / a[0] - 1) * 100:+4.0f}%"
+            f"{a[2]:>7.2f} ->{b[2]:>5.2f}"
+            f"{a[1]:>9.0f} ->{b[1]:>6.0f} {(b[1] / a[1] - 1) * 100:+4.0f}%"
+            f"{a[3]:>7.2f} ->{b[3]:>5.2f}"
         )
 
 
@@ -258,4 +279,5 @@ if __name__ == "__main__":
         default="both",
         help="the controller's /metrics and status page: measure with both, or one",
     )
+    p.add_argument("--rounds", type=int, default=1, help="measurements per mode, alternating")
     anyio.run(main, p.parse_args())
