@@ -83,7 +83,7 @@ async def snapshot(controller: Controller) -> Snapshot:
         queue=queue,
         backlog=await _backlog(controller, specs),
         totals={name: figures.totals(name) for name in kinds},
-        cold_starts=dict(figures.cold_starts),
+        cold_starts={name: h.copy() for name, h in figures.cold_starts.items()},
         errors=list(figures.errors),
     )
 
