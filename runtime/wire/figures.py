@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 # Upper bounds (le) of the histograms' buckets; a last, implicit bucket is +Inf.
@@ -24,17 +23,22 @@ CHANNELS = ("inline", "object")
 RECENT_ERRORS = 5  # a worker's last errors, carried in each heartbeat for the status page
 
 
-@dataclass
 class Histogram:
-    """Counts per bucket (not cumulative) and the sum of what was observed."""
+    """Counts per bucket (not cumulative) and the sum of what was observed. A plain class,
+    not a dataclass: its module is on a worker's cold-start path, where making a dataclass
+    costs more than this whole module otherwise does."""
 
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    sum: float = 0.0
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __post_init__(self) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
+    def __init__(
+        self, bounds: tuple[float, ...], counts: list[int] | None = None, total: float = 0.0
+    ) -> None:
+        self.bounds = bounds
+        self.counts = counts or [0] * (len(bounds) + 1)
+        self.sum = total
+
+    def __repr__(self) -> str:
+        return f"Histogram(counts={self.counts}, sum={self.sum:g})"
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
