@@ -32,8 +32,10 @@ from runtime.wire.connection import kv
 from .adaptive import KeepAlive
 from .cold import ColdPath
 from .exhausted import watch_exhausted
+from .figures import ClusterFigures
 from .keepalive import KeepAliveSettings
 from .launcher import Launcher, LaunchRequest
+from .metrics_server import MetricsServer
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
 
@@ -60,6 +62,7 @@ class ControllerSettings:
     worker_env: Mapping[str, str] = field(default_factory=dict)  # variables for every worker
     calibrate: bool = True  # measure the data plane at start, for partitioned models
     keepalive_bin_s: float = config.KEEPALIVE_BIN_S.default  # the keep-alive policy's clock
+    metrics_addr: str | None = None  # host:port for /metrics and the status page; None: off
 
     @classmethod
     def from_env(cls, env: config.Env | None = None, **overrides: Any) -> ControllerSettings:
@@ -73,6 +76,8 @@ class ControllerSettings:
             "keepalive_bin_s": config.KEEPALIVE_BIN_S.get(env),
             "worker_env": LaunchEnv(credentials=config.worker_credentials(env)).to_env(),
         }
+        addr = config.METRICS_ADDR.get(env)
+        values["metrics_addr"] = None if addr.lower() == "off" else addr
         controller_id = config.CONTROLLER_ID.get(env)
         if controller_id is not None:
             values["controller_id"] = controller_id
@@ -109,6 +114,8 @@ class Controller:
             KeepAliveSettings(bin_s=s.keepalive_bin_s), grace=2 * s.heartbeat + s.tick
         )
         self._up: set[str] = set()  # functions with a worker ready or starting, this pass
+        self.figures = ClusterFigures(self.id)  # its workers' counts (controller.metrics)
+        self.metrics: MetricsServer | None = None  # serving settings.metrics_addr, if set
         self.functions: SpecView
         self.workers: InfoView
         self.controllers: InfoView
@@ -121,7 +128,7 @@ class Controller:
     ) -> None:
         self.functions = SpecView(await kv(self.js, protocol.FUNCTIONS_BUCKET))
         workers_kv = await kv(self.js, protocol.WORKERS_BUCKET)
-        self.workers = InfoView(workers_kv)
+        self.workers = InfoView(workers_kv, also=self.figures.apply)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
         info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
@@ -142,8 +149,14 @@ class Controller:
                 if self.settings.calibrate:
                     tg.start_soon(self._calibrate)
                 exhausted = await watch_exhausted(
-                    self.nc, self._spec_of_stream, lambda name: self.owner(name) == self.id
+                    self.nc,
+                    self._spec_of_stream,
+                    lambda name: self.owner(name) == self.id,
+                    self.figures.dead_lettered,
                 )
+                if self.settings.metrics_addr:
+                    self.metrics = MetricsServer(self, self.settings.metrics_addr)
+                    await tg.start(self.metrics.run)
                 log.info("controller %s running", self.id)
                 task_status.started()
                 while True:  # the views watch their buckets anew after a reconnect
@@ -204,6 +217,13 @@ class Controller:
             self.workers.forget(key)
             await _quietly(workers_kv.delete(key))
             self.wake()
+
+    def starting_counts(self) -> dict[str, int]:
+        """Workers launched and not yet reporting, by function."""
+        out: dict[str, int] = {}
+        for s in self._starting.values():
+            out[s.function] = out.get(s.function, 0) + 1
+        return out
 
     def _spec_of_stream(self, stream: str) -> FunctionSpec | None:
         return next((s for s in self.functions.items().values() if s.stream == stream), None)

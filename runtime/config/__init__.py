@@ -164,6 +164,16 @@ LOG_LEVEL = var(
     shown_default="worker: `INFO`; `shoal`: `WARNING` (`INFO` with `-v`)",
 )
 
+METRICS_ADDR = var(
+    "SHOAL_METRICS_ADDR",
+    matching(
+        r"(?i:off)|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}", "host:port (`[v6]:port`), or off"
+    ),
+    "127.0.0.1:9464",
+    "where `/metrics` (Prometheus) and the status page are served; `off`: not at all",
+    "controller (`shoal up`, `shoal controller`)",
+)
+
 # -- the shoal command -----------------------------------------------------------------------
 
 DATA_DIR = var(

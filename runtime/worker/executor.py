@@ -31,6 +31,7 @@ class ExecutorWorker(Serving):
     ) -> None:
         super().__init__(nc, spec, settings)
         self.batcher = batcher
+        self.figures.batch = batcher.stats.sizes  # the same object: always current
         self._inflight = 0
         self._idle_since = time.monotonic()
         self._drained = anyio.Event()
@@ -81,13 +82,16 @@ class ExecutorWorker(Serving):
         self._tg.start_soon(self._handle, msg)
 
     async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
         try:
             headers = msg.headers or {}
             try:
                 item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
                 reply = answer.ok(await self.batcher.submit(item), "msgpack")
+                self.figures.invoked(time.perf_counter() - started)
             except ShoalError as e:
                 reply = answer.error(e, "msgpack")
+                self.figures.invoked(time.perf_counter() - started, e)
             if msg.reply:  # an item's answer goes to one handler: no request id of its own
                 await self.nc.publish(msg.reply, reply.body, headers=reply.headers)
             self.served += 1
