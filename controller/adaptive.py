@@ -152,6 +152,29 @@ class KeepAlive:
         t.wanted = workers_wanted(w, since, lead_s=self.lead_s(spec.name) + lead_s)
         return t.wanted
 
+    def keep_warm(
+        self,
+        spec: FunctionSpec,
+        now: float,
+        *,
+        demand: int,
+        workers: list[WorkerState],
+        lead_s: float,
+        called: bool,
+    ) -> tuple[int | None, float | None]:
+        """The policy's floor of workers for ``spec`` and its scale-in delay, for the scaler
+        (None, None: the fixed ``idle_timeout`` alone decides). Every function's activity is
+        followed (its cold starts are counted for ``shoal status``); adaptive ones get the
+        policy's answer: a partitioned pool at its width, an executor also while a handler
+        that ``called`` it has a worker up."""
+        ready = any(w.state == "ready" and w.version == spec.version for w in workers)
+        wanted = self.observe(spec, now, demand=demand, workers=workers, ready=ready, lead_s=lead_s)
+        if not spec.adaptive:
+            return None, None
+        if spec.kind == "executor" and called:
+            wanted = 1
+        return wanted * max(1, spec.partitions), self.fixed_s(spec)
+
     @staticmethod
     def _activity(t: _Track, now: float, demand: int, workers: list[WorkerState]) -> float | None:
         """When the function was last active, as this pass sees it (None: nothing new)."""

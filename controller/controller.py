@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoal.controller")
 
+_SEEN = "_seen"  # added to a heartbeat's values: when it arrived (time.monotonic())
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -283,7 +285,7 @@ class Controller:
     async def _reconcile_one(self, spec: FunctionSpec, workers: list[dict[str, Any]]) -> None:
         """Observe one function this controller owns, decide, act."""
         name = spec.name
-        states = [_worker_state(w) for w in workers]
+        states = [WorkerState.of(w, w.get(_SEEN)) for w in workers]
         starting = sum(1 for s in self._starting.values() if s.function == name)
         cold = self._cold.get(name)
         if spec.kind == "executor":
@@ -313,31 +315,22 @@ class Controller:
     def _keep_warm(
         self, spec: FunctionSpec, states: list[WorkerState], waiting: int
     ) -> tuple[int | None, float | None]:
-        """The keep-alive policy's floor and scale-in delay for ``spec`` (None, None: its
-        fixed ``idle_timeout`` alone decides). Every function's activity is followed (its
-        cold starts are counted for ``shoal status``); adaptive ones get the policy's
-        answer: a partitioned pool at its width, an executor also while a handler that
-        calls it has a worker up."""
+        """The keep-alive policy's floor and scale-in delay for ``spec`` (see
+        :meth:`KeepAlive.keep_warm`), from what this pass sees of it."""
         cold = self._cold.get(spec.name)
         held = cold.held if cold is not None else 0  # items, not a pre-warm request
-        inflight = sum(w.inflight for w in states)
-        ready = any(w.state == "ready" and w.version == spec.version for w in states)
-        wanted = self.keepalive.observe(
-            spec,
-            time.monotonic(),
-            demand=waiting + held + inflight,
-            workers=states,
-            ready=ready,
-            lead_s=self.settings.tick,
-        )
-        if not spec.adaptive:
-            return None, None
-        if spec.kind == "executor" and any(
+        called = spec.kind == "executor" and any(
             spec.name in h.uses and not h.fuse and h.name in self._up
             for h in self.functions.items().values()
-        ):
-            wanted = 1
-        return wanted * max(1, spec.partitions), self.keepalive.fixed_s(spec)
+        )
+        return self.keepalive.keep_warm(
+            spec,
+            time.monotonic(),
+            demand=waiting + held + sum(w.inflight for w in states),
+            workers=states,
+            lead_s=self.settings.tick,
+            called=called,
+        )
 
     async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
         _, not_before = self._failures.get(spec.name, (0, 0.0))
@@ -392,22 +385,6 @@ class Controller:
             path = ColdPath(self.nc, spec, self.wake)
             await path.open()
             self._cold[name] = path
-
-
-_SEEN = "_seen"  # added to a heartbeat's values: when it arrived (time.monotonic())
-
-
-def _worker_state(info: dict[str, Any]) -> WorkerState:
-    seen = info.get(_SEEN)
-    return WorkerState(
-        id=str(info.get("id")),
-        version=str(info.get("version")),
-        state=str(info.get("state")),
-        inflight=int(info.get("inflight", 0)),
-        idle_for=float(info.get("idle_for", 0.0)),
-        served=int(info.get("served", 0)),
-        reported_at=None if seen is None else float(seen),
-    )
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from runtime.wire.spec import FunctionSpec
 
 
@@ -24,6 +26,19 @@ class WorkerState:
     idle_for: float  # seconds since it last had work
     served: int = 0  # invocations (items, for an executor) it has finished
     reported_at: float | None = None  # when its heartbeat arrived (time.monotonic())
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any], reported_at: float | None = None) -> WorkerState:
+        """The state a worker's heartbeat values describe, as they arrived at ``reported_at``."""
+        return cls(
+            id=str(info.get("id")),
+            version=str(info.get("version")),
+            state=str(info.get("state")),
+            inflight=int(info.get("inflight", 0)),
+            idle_for=float(info.get("idle_for", 0.0)),
+            served=int(info.get("served", 0)),
+            reported_at=reported_at,
+        )
 
 
 @dataclass(frozen=True)
