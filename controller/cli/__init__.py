@@ -9,7 +9,7 @@ documented in README.
 - :mod:`.common`: exit codes, errors as lines, logging, the bounded NATS connection
 - :mod:`.functions`: ``deploy``, ``rm``, ``status``
 - :mod:`.invocations`: ``invoke``, ``result``, ``cancel``
-- :mod:`.dlq`: ``dlq list``, ``dlq redrive``
+- :mod:`.dlq`: ``dlq list``, ``dlq show``, ``dlq redrive``
 - :mod:`.serve`: ``up``, ``controller``, ``calibrate``
 """
 
