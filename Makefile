@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml $(PINS) $(TORCH)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) -r $(TORCH)
-	$(BIN)/pip install --quiet -c $(PINS) -c $(TORCH) -e '.[local,models]'
+	$(BIN)/pip install --quiet -c $(PINS) -c $(TORCH) -e '.[local,models,observability]'
 	touch $@
 
 # The test venv holds all of `make up`'s too, so it marks both as installed.

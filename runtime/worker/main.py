@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 
 import anyio
+import anyio.to_thread
 
+from runtime import config
 from runtime.config import ConfigError
 from runtime.launch import LaunchEnv
+from runtime.wire import tracing
 from runtime.wire.connection import connect
 from runtime.worker.assembly import serve
 from runtime.worker.handler import Worker
@@ -20,7 +24,26 @@ from runtime.worker.serving import WorkerSettings
 USAGE = 2  # the exit status for launch settings that cannot be used
 
 
-async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
+def start_tracing(launch: LaunchEnv, settings: WorkerSettings) -> threading.Thread | None:
+    """With an OTLP endpoint, load OpenTelemetry in a thread while the worker connects and
+    loads its code (its import takes longer than the rest of a cold start); None without."""
+    if not launch.otlp_endpoint:
+        return None
+    service = config.OTEL_SERVICE_NAME.get() or f"shoal-{settings.function}"
+    attributes = {"service.instance.id": settings.worker_id, "shoal.function": settings.function}
+    thread = threading.Thread(
+        target=tracing.configure,
+        args=(launch.otlp_endpoint, service, attributes),
+        name="shoal-tracing",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+async def _main(
+    launch: LaunchEnv, settings: WorkerSettings, tracing_up: threading.Thread | None = None
+) -> None:
     # Cold-start phases, reported in heartbeats: process start to here (interpreter and
     # runtime imports), connecting, loading the function's code, and its setup.
     phases: dict[str, float] = {}
@@ -32,6 +55,8 @@ async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
     try:
         async with anyio.create_task_group() as tg:
             serving = await serve(nc, settings, tg, phases)
+            if tracing_up is not None:  # spans from the first request on
+                await anyio.to_thread.run_sync(tracing_up.join)
 
             async def on_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -65,4 +90,8 @@ def main() -> None:
         level=launch.log_level or "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    anyio.run(_main, launch, settings)
+    tracing_up = start_tracing(launch, settings)
+    try:
+        anyio.run(_main, launch, settings, tracing_up)
+    finally:
+        tracing.shutdown()  # what is still buffered is exported
