@@ -26,7 +26,7 @@ from runtime.partition.messages import (
     task_subject,
 )
 from runtime.partition.shard import Shard
-from runtime.wire import tracing
+from runtime.wire import logstream, tracing
 from runtime.wire.failure import function_error
 
 if TYPE_CHECKING:
@@ -115,19 +115,22 @@ class PartitionServer:
 
     async def _serve(self, task: RunPartition) -> None:
         # The partition's span, a child of its coordinator's: its intermediates carry it.
-        with tracing.span(
-            f"{self.spec.name} partition {task.index}",
-            parent=tracing.parse(task.traceparent),
-            kind=tracing.SERVER,
-            attributes={
-                "shoal.function": self.spec.name,
-                "shoal.request_id": task.request_id,
-                "shoal.partition": task.index,
-                "shoal.partitions": task.count,
-                "shoal.run": task.run,
-                "shoal.worker": self.worker_id,
-            },
-        ) as span:
+        with (
+            logstream.invocation(task.request_id),
+            tracing.span(
+                f"{self.spec.name} partition {task.index}",
+                parent=tracing.parse(task.traceparent),
+                kind=tracing.SERVER,
+                attributes={
+                    "shoal.function": self.spec.name,
+                    "shoal.request_id": task.request_id,
+                    "shoal.partition": task.index,
+                    "shoal.partitions": task.count,
+                    "shoal.run": task.run,
+                    "shoal.worker": self.worker_id,
+                },
+            ) as span,
+        ):
             error = await self._serve_traced(task)
             if error is not None:
                 span.record_error(error, error.message)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from runtime.errors import ShoalError
-from runtime.wire import answer, codec, protocol, tracing
+from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.wire.failure import without_traceback
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
 
@@ -84,12 +84,16 @@ class ExecutorWorker(Serving):
     async def _handle(self, msg: Msg) -> None:
         try:
             headers = msg.headers or {}
-            with tracing.span(
-                f"{self.spec.name} execute",
-                parent=tracing.extract(headers),
-                kind=tracing.SERVER,
-                attributes={"shoal.executor": self.spec.name},
-            ) as span:
+            request_id = headers.get(protocol.REQUEST_ID) or ""
+            with (
+                logstream.invocation(request_id),
+                tracing.span(
+                    f"{self.spec.name} execute",
+                    parent=tracing.extract(headers),
+                    kind=tracing.SERVER,
+                    attributes={"shoal.executor": self.spec.name},
+                ) as span,
+            ):
                 try:
                     item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
                     value = await self.batcher.submit(item)

@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
-from runtime.wire import answer, codec, protocol, tracing
+from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
 
@@ -43,6 +43,9 @@ class RemoteExecutor(Executor[Any, Any]):
         name = self.spec.name
         with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=_attrs(name)) as span:
             headers = {**_MSGPACK, tracing.TRACEPARENT: span.traceparent}
+            request_id = logstream.current_request()
+            if request_id:  # the executor's log lines name the request they serve
+                headers[protocol.REQUEST_ID] = request_id
             try:
                 return await self._request(item, headers)
             except ShoalError as e:

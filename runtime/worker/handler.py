@@ -13,7 +13,7 @@ import anyio
 
 from runtime.context import Context
 from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
-from runtime.wire import answer, codec, protocol, tracing
+from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.failure import without_traceback
@@ -169,18 +169,21 @@ class Worker(Serving):
     ) -> tuple[Result, answer.Answer, ShoalError | None]:
         """Run the handler on a message: its result, its answer, and the error it ended in."""
         headers = msg.headers or {}
-        # The caller's trace goes on here (a new one starts without it).
-        with tracing.span(
-            f"{self.spec.name} {'process' if durable else 'call'}",
-            parent=tracing.extract(headers),
-            kind=tracing.CONSUMER if durable else tracing.SERVER,
-            attributes={
-                "shoal.function": self.spec.name,
-                "shoal.request_id": request_id,
-                "shoal.attempt": attempt,
-                "shoal.worker": self.settings.worker_id,
-            },
-        ) as span:
+        # The caller's trace goes on here (a new one starts without it); log lines name both.
+        with (
+            logstream.invocation(request_id),
+            tracing.span(
+                f"{self.spec.name} {'process' if durable else 'call'}",
+                parent=tracing.extract(headers),
+                kind=tracing.CONSUMER if durable else tracing.SERVER,
+                attributes={
+                    "shoal.function": self.spec.name,
+                    "shoal.request_id": request_id,
+                    "shoal.attempt": attempt,
+                    "shoal.worker": self.settings.worker_id,
+                },
+            ) as span,
+        ):
             result, reply, error = await self._run(msg, headers, request_id, attempt, durable)
             if error is not None:
                 span.record_error(error, error.message)

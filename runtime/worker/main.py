@@ -3,7 +3,6 @@ SIGTERM or SIGINT, then drain. ``python -m runtime.worker`` runs :func:`main`.""
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from runtime.config import ConfigError
 from runtime.launch import LaunchEnv
 from runtime.wire import tracing
 from runtime.wire.connection import connect
+from runtime.worker import logs
 from runtime.worker.assembly import serve
 from runtime.worker.handler import Worker
 from runtime.worker.serving import WorkerSettings
@@ -42,7 +42,10 @@ def start_tracing(launch: LaunchEnv, settings: WorkerSettings) -> threading.Thre
 
 
 async def _main(
-    launch: LaunchEnv, settings: WorkerSettings, tracing_up: threading.Thread | None = None
+    launch: LaunchEnv,
+    settings: WorkerSettings,
+    tracing_up: threading.Thread | None = None,
+    publisher: logs.Publisher | None = None,
 ) -> None:
     # Cold-start phases, reported in heartbeats: process start to here (interpreter and
     # runtime imports), connecting, loading the function's code, and its setup.
@@ -54,6 +57,8 @@ async def _main(
     phases["connect"] = time.perf_counter() - mark
     try:
         async with anyio.create_task_group() as tg:
+            if publisher is not None:
+                tg.start_soon(publisher.run, nc)
             serving = await serve(nc, settings, tg, phases)
             if tracing_up is not None:  # spans from the first request on
                 await anyio.to_thread.run_sync(tracing_up.join)
@@ -73,6 +78,9 @@ async def _main(
             await serving.invoker.stop()
     finally:
         with anyio.CancelScope(shield=True):
+            if publisher is not None:  # the last lines, before the connection goes
+                with anyio.move_on_after(2):
+                    await publisher.flush_to(nc)
             try:
                 await nc.drain()
             except Exception:
@@ -86,12 +94,16 @@ def main() -> None:
     except ConfigError as e:  # one line for the launcher's log, not a traceback
         print(f"shoal worker: error: {e.message}", file=sys.stderr)
         sys.exit(USAGE)
-    logging.basicConfig(
+    # In this process (a worker forked from a template too): lines tagged, printed, published.
+    publisher = logs.setup(
+        settings.function,
+        settings.worker_id,
         level=launch.log_level or "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        fmt=launch.log_format or "text",
+        publish=launch.publish_logs is not False,
     )
     tracing_up = start_tracing(launch, settings)
     try:
-        anyio.run(_main, launch, settings, tracing_up)
+        anyio.run(_main, launch, settings, tracing_up, publisher)
     finally:
         tracing.shutdown()  # what is still buffered is exported
