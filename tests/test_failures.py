@@ -198,7 +198,7 @@ async def test_result_tells_queued_running_and_done_apart(cluster: Cluster) -> N
         tg.start_soon(lambda: client.call("snooze", {"seconds": 3}, request_id="call-1"))
         found = await poll_state(cluster.nc, "call-1", lookup.RUNNING)
         assert found.state == lookup.RUNNING and found.worker, found
-    assert (await lookup.request_state(cluster.nc, "call-1")).state == lookup.DONE
+    assert (await poll_state(cluster.nc, "call-1", lookup.DONE)).state == lookup.DONE
     await client.cancel(rid)
     assert (await poll_state(cluster.nc, rid, lookup.DONE)).state == lookup.DONE
     unknown = await ashoal("result", "never-sent", url=cluster.url)
