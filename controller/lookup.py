@@ -105,7 +105,11 @@ async def _running_on(js: JetStreamContext, request_id: str) -> tuple[str, str] 
 async def _in_stream(js: JetStreamContext, request_id: str) -> RequestState | None:
     functions = sorted(await snapshot(await kv(js, protocol.FUNCTIONS_BUCKET)))
     by_sequence = _SEQUENCE_ID.match(request_id)
-    if by_sequence is not None and by_sequence.group(1) in functions:
+    if (
+        by_sequence is not None
+        and by_sequence.group(1) in functions
+        and by_sequence.group(2) != "0"
+    ):
         function, seq = by_sequence.group(1), int(by_sequence.group(2))
         state = await _event_state(js, function, seq, request_id, any_id=True)
         if state is not None:
@@ -116,7 +120,9 @@ async def _in_stream(js: JetStreamContext, request_id: str) -> RequestState | No
             info = await js.stream_info(stream)
         except NotFoundError:
             continue
-        first, last = info.state.first_seq, info.state.last_seq
+        if not info.state.messages:
+            continue
+        first, last = max(1, info.state.first_seq), info.state.last_seq
         for seq in range(first, min(last, first + SCAN_LIMIT - 1) + 1):
             state = await _event_state(js, function, seq, request_id)
             if state is not None:

@@ -116,6 +116,8 @@ def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
 async def test_an_executor_request_is_one_trace(traced: tuple[Cluster, Receiver]) -> None:
     cluster, receiver = traced
     await cluster.deploy(FNS / "executors.py")
+    # Warm: a first call waits in the cold path as a durable event ("double process").
+    await request(cluster.nc, "double", {"n": 1}, None)
     value, headers = await request(cluster.nc, "double", {"n": 21}, TRACEPARENT)
     assert value == 42
     names = {"double call", "doubler send", "doubler execute", "doubler batch"}
@@ -137,6 +139,7 @@ async def test_an_executor_request_is_one_trace(traced: tuple[Cluster, Receiver]
 async def test_a_batch_links_every_request_it_served(traced: tuple[Cluster, Receiver]) -> None:
     cluster, receiver = traced
     await cluster.deploy(FNS / "executors.py")
+    await request(cluster.nc, "batchinfo", {"n": 1}, None)  # warm
     parents = [f"{i + 1:016x}" for i in range(8)]
     async with anyio.create_task_group() as tg:
         for i, parent in enumerate(parents):
@@ -162,6 +165,7 @@ async def test_a_partitioned_request_is_one_trace(traced: tuple[Cluster, Receive
     async def on_px(msg: Any) -> None:
         intermediates.append(dict(msg.headers or {}))
 
+    await request(cluster.nc, "chain", {"partitions": 3, "x": [0.0]}, None)  # warm
     sub = await cluster.nc.subscribe("shoal.px.chain.>", cb=on_px)
     value, headers = await request(cluster.nc, "chain", {"partitions": 3, "x": [1.0]}, TRACEPARENT)
     await sub.unsubscribe()

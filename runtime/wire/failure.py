@@ -27,20 +27,22 @@ MAX_FRAMES = 30  # innermost frames kept
 _RUNTIME = str(Path(__file__).resolve().parent.parent) + "/"  # Shoal's runtime package
 
 
-def _machinery() -> tuple[str, ...]:
-    """Folders whose frames are not the user's: Shoal's runtime, the standard library, anyio."""
-    roots = {_RUNTIME}
+def _machinery() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Folders whose frames are not the user's: Shoal's runtime and anyio; the standard
+    library (where installed packages may lie below it)."""
+    ours = [_RUNTIME]
+    anyio = sys.modules.get("anyio")
+    if anyio is not None and anyio.__file__:
+        ours.append(str(Path(anyio.__file__).resolve().parent) + "/")
+    stdlib = []
     for key in ("stdlib", "platstdlib"):
         path = sysconfig.get_paths().get(key)
         if path:
-            roots.add(str(Path(path).resolve()) + "/")
-    anyio = sys.modules.get("anyio")
-    if anyio is not None and anyio.__file__:
-        roots.add(str(Path(anyio.__file__).resolve().parent) + "/")
-    return tuple(sorted(roots))
+            stdlib.append(str(Path(path).resolve()) + "/")
+    return tuple(ours), tuple(stdlib)
 
 
-_SKIP: tuple[str, ...] | None = None
+_SKIP: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 def _is_user(filename: str) -> bool:
@@ -53,10 +55,13 @@ def _is_user(filename: str) -> bool:
         resolved = str(Path(filename).resolve())
     except OSError:
         resolved = filename
-    # site-packages lies under the standard library's prefix on some installs: keep it.
+    ours, stdlib = _SKIP
+    if resolved.startswith(ours):
+        return False
+    # Installed packages may lie below the standard library's prefix: they are kept.
     if "site-packages" in resolved or "dist-packages" in resolved:
         return True
-    return not resolved.startswith(_SKIP)
+    return not resolved.startswith(stdlib)
 
 
 def user_traceback(e: BaseException, tb: TracebackType | None = None) -> str:
