@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.errors import FunctionError, ShoalError
+from runtime.errors import FunctionError, Reject, Retry, ShoalError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -96,7 +96,10 @@ def function_error(
 
 def with_user_frames(e: ShoalError) -> ShoalError:
     """A :class:`ShoalError` the user's code raised (or let through, from an executor), with
-    a traceback: its own if it came with one from elsewhere, else where the user raised it."""
+    a traceback: its own if it came with one from elsewhere, else where the user raised it.
+    ``Retry`` and ``Reject`` are decisions, not failures: they go as they are."""
+    if isinstance(e, Retry | Reject):
+        return e
     if e.traceback is None and e.__traceback__ is not None:
         try:
             frames = [f for f in traceback.extract_tb(e.__traceback__) if _is_user(f.filename)]
