@@ -12,7 +12,6 @@ carry it unless ``SHOAL_ERROR_TRACEBACKS=0`` (:func:`without_traceback`).
 from __future__ import annotations
 
 import sys
-import sysconfig
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +29,8 @@ _RUNTIME = str(Path(__file__).resolve().parent.parent) + "/"  # Shoal's runtime 
 def _machinery() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Folders whose frames are not the user's: Shoal's runtime and anyio; the standard
     library (where installed packages may lie below it)."""
+    import sysconfig  # at the first failure, not on a worker's cold start
+
     ours = [_RUNTIME]
     anyio = sys.modules.get("anyio")
     if anyio is not None and anyio.__file__:
