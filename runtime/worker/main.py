@@ -94,7 +94,13 @@ def main() -> None:
     except ConfigError as e:  # one line for the launcher's log, not a traceback
         print(f"shoal worker: error: {e.message}", file=sys.stderr)
         sys.exit(USAGE)
-    # In this process (a worker forked from a template too): lines tagged, printed, published.
+    run(launch, settings)
+
+
+def run(launch: LaunchEnv, settings: WorkerSettings) -> None:
+    """Serve as the worker ``settings`` names, in this process: its logging (tagged, printed,
+    published) and tracing are set up here, so a process forked from a template that calls
+    this once it knows its function gets them alike."""
     publisher = logs.setup(
         settings.function,
         settings.worker_id,
