@@ -13,7 +13,7 @@ import pytest
 from controller import Controller, ProcessLauncher, deploy_file
 from runtime.partition.messages import RunPartition
 from runtime.wire import answer, codec, protocol, tracing
-from tests.conftest import FNS, Cluster, controller_settings
+from tests.conftest import FNS, FUNCTIONS, Cluster, controller_settings
 from tests.otlp import ReceivedSpan, Receiver
 
 if TYPE_CHECKING:
@@ -189,3 +189,22 @@ async def test_a_partitioned_request_is_one_trace(traced: tuple[Cluster, Receive
         workers.add(part.attributes["shoal.worker"])
     assert len(workers) == 3  # every stage on its own worker, each in the trace
     assert tracing.parse(headers["traceparent"]).trace_hex == TRACE  # type: ignore[union-attr]
+
+
+async def test_a_radixnet_request_is_one_trace(traced: tuple[Cluster, Receiver]) -> None:
+    """The example partitioned model: every partition's span in the request's trace."""
+    cluster, receiver = traced
+    await cluster.deploy(FUNCTIONS / "radixnet.py")
+    ask = {"neurons": 1024, "layers": 6, "batch": 8, "seed": 0, "partitions": 2}
+    await request(cluster.nc, "radixnet", ask, None)  # warm: the pool and its partitions
+    value, headers = await request(cluster.nc, "radixnet", ask, TRACEPARENT)
+    assert "categories" in value
+    names = {"radixnet call", "radixnet plan", "radixnet combine"}
+    names |= {f"radixnet partition {i}" for i in range(2)}
+    spans = await spans_until(receiver, lambda s: names <= {x.name for x in s})
+    assert {s.trace_id for s in spans} == {TRACE}
+    call = one(spans, "radixnet call")
+    assert call.parent_id == PARENT
+    for name in names - {"radixnet call"}:
+        assert one(spans, name).parent_id == call.span_id, name
+    assert headers["traceparent"] == f"00-{TRACE}-{call.span_id}-01"
