@@ -1,6 +1,6 @@
 # Two entry points: `make up` (one-host cluster with the example functions) and `make test`.
 # Both install at the versions of requirements/lock.txt (refreshed by `make lock`):
-#   make up    the `local` and `models` extras, pinned by requirements/constraints.txt
+#   make up    the `local`, `models` and `observability` extras, pinned by requirements/constraints.txt
 #   make test  everything in the lock, hash-checked (CI), then lint and the test suite
 # torch is pinned apart, in requirements/torch.txt (see there). Where no local wheel or index
 # holds its CPU build (PyPI's Linux wheel is the CUDA build):

@@ -1,6 +1,7 @@
 """Invocation overhead: Shoal's two paths against a raw nats-py responder on the same server.
 
     python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--tracing both]
+    python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--metrics both]
 
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), and a Shoal controller that spawns echo workers as processes. Measures, in one run:
@@ -10,6 +11,11 @@ sequentially and with N requests in flight, and prints p50/p99, throughput and r
 ``--tracing on`` exports the workers' spans over OTLP/HTTP to a receiver in this process
 (``OTEL_EXPORTER_OTLP_ENDPOINT``); ``--tracing both`` runs the whole measurement twice, off
 then on, each on a fresh server, and prints both tables (trace context travels either way).
+
+``--metrics both`` (the default) measures twice in the same run, against the same server: with
+the controller's metrics off (``SHOAL_METRICS_ADDR=off``), then on, with /metrics scraped every
+second and the status page's /api/status every 2 s, as Prometheus and an open page would; then
+it prints the difference. ``on`` or ``off`` measures once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,12 +142,15 @@ def start_baseline(tmp: Path) -> tuple[EmbeddedNats, subprocess.Popen[str]]:
     return server, raw
 
 
+Row = tuple[str, list[float], list[float], float]  # label, sequential, concurrent, req/s
+
+
 async def main(args: argparse.Namespace) -> None:
     modes = ["off", "on"] if args.tracing == "both" else [args.tracing]
     for mode in modes:
         if mode == "off":
             print("\n== tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)")
-            await measure(args)
+            await measure_all(args)
             continue
         from tests.otlp import Receiver
 
@@ -148,44 +158,103 @@ async def main(args: argparse.Namespace) -> None:
             os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint  # workers inherit it
             print(f"\n== tracing on (spans exported to {receiver.endpoint})")
             try:
-                await measure(args)
+                await measure_all(args)
             finally:
                 del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
             print(f"spans received: {len(receiver.spans())}")
 
 
-async def measure(args: argparse.Namespace) -> None:
+async def measure_all(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     server, raw = start_baseline(tmp)
     nc = await connect(server.url, name="bench")
     try:
-        async with ProcessLauncher(code_dir=tmp / "code") as launcher:
-            async with anyio.create_task_group() as tg:
-                await tg.start(Controller(nc, launcher, ControllerSettings.from_env()).run)
-                await deploy_file(nc, ROOT / "functions" / "echo.py")
-                t = time.perf_counter()
-                await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
-                cold = time.perf_counter() - t
-                await report(nc, args, cold, launcher)
-                tg.cancel_scope.cancel()
+        modes = ["off", "on"] if args.metrics == "both" else [args.metrics]
+        results: dict[str, list[list[Row]]] = {mode: [] for mode in modes}
+        for r in range(args.rounds):  # alternating, so a busy moment hits both alike
+            for mode in modes:
+                results[mode].append(await measure(nc, args, tmp, mode, r))
+        if len(results) == 2:
+            compare(results["off"], results["on"], args.inflight)
     finally:
         await nc.close()
         raw.kill()
         server.stop()
 
 
+async def measure(
+    nc: NATS, args: argparse.Namespace, tmp: Path, mode: str, round_: int = 0
+) -> list[Row]:
+    """One controller (metrics ``mode``), its echo workers, every path measured."""
+    settings = ControllerSettings.from_env(metrics_addr="127.0.0.1:0" if mode == "on" else None)
+    async with ProcessLauncher(code_dir=tmp / f"code-{mode}-{round_}") as launcher:
+        async with anyio.create_task_group() as tg:
+            controller = Controller(nc, launcher, settings)
+            await tg.start(controller.run)
+            await deploy_file(nc, ROOT / "functions" / "echo.py")
+            t = time.perf_counter()
+            await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
+            cold = time.perf_counter() - t
+            if controller.metrics is not None and controller.metrics.url:
+                tg.start_soon(scrape, controller.metrics.url)
+            print(f"\n== metrics {mode} (round {round_ + 1})")
+            rows = await report(nc, args, cold, launcher, f"{mode}{round_}")
+            tg.cancel_scope.cancel()
+    return rows
+
+
+async def scrape(url: str) -> None:
+    """What Prometheus (every second) and an open status page (every 2 s) ask for."""
+
+    def get(path: str) -> None:
+        with urllib.request.urlopen(url + path, timeout=10) as r:
+            r.read()
+
+    for tick in range(10**9):
+        await anyio.to_thread.run_sync(get, "metrics")
+        if tick % 2 == 0:
+            await anyio.to_thread.run_sync(get, "api/status")
+        await anyio.sleep(1.0)
+
+
+def compare(off: list[list[Row]], on: list[list[Row]], inflight: int) -> None:
+    """Medians over the rounds: p50 (sequential) and req/s (@inflight), absolute and as a
+    ratio to the raw baseline (a) of the same round, which takes out the machine's load."""
+
+    def figures(rounds: list[list[Row]]) -> list[tuple[float, float, float, float]]:
+        out = []
+        for i in range(len(rounds[0])):
+            p50 = [pct(r[i][1], 0.5) for r in rounds]
+            rate = [r[i][3] for r in rounds]
+            p50_x = [pct(r[i][1], 0.5) / pct(r[0][1], 0.5) for r in rounds]
+            rate_x = [r[i][3] / r[0][3] for r in rounds]
+            out.append(tuple(statistics.median(v) for v in (p50, rate, p50_x, rate_x)))
+        return out  # type: ignore[return-value]
+
+    print(f"\n== metrics off -> on, {len(off)} round(s) each, alternating; medians")
+    rate = f"req/s @{inflight}"
+    print(f"{'path':<40}{'seq p50 ms':>22}{'x raw':>16}{rate:>22}{'x raw':>16}")
+    for (label, *_), a, b in zip(off[0], figures(off), figures(on), strict=True):
+        print(
+            f"{label:<40}{a[0]:>9.3f} ->{b[0]:>7.3f} {(b[0] / a[0] - 1) * 100:+4.0f}%"
+            f"{a[2]:>7.2f} ->{b[2]:>5.2f}"
+            f"{a[1]:>9.0f} ->{b[1]:>6.0f} {(b[1] / a[1] - 1) * 100:+4.0f}%"
+            f"{a[3]:>7.2f} ->{b[3]:>5.2f}"
+        )
+
+
 async def report(
-    nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher
-) -> None:
+    nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher, tag: str = ""
+) -> list[Row]:
     async def raw_once(i: int) -> None:
         await nc.request("raw.echo", PAYLOAD, timeout=30)
 
     async def call_once(i: int) -> None:
         await nc.request("fn.echo.call", PAYLOAD, timeout=30, headers=HEADERS)
 
-    durable = Durable(nc, "seq")
+    durable = Durable(nc, f"seq{tag}")
     await durable.start()
-    durable_c = Durable(nc, "conc")
+    durable_c = Durable(nc, f"conc{tag}")
     await durable_c.start()
 
     # Warm every path so no run pays a one-off cost.
@@ -193,7 +262,7 @@ async def report(
     await sequential(200, call_once)
     await sequential(200, durable.once)
 
-    rows = []
+    rows: list[Row] = []
     for label, seq_fn, conc_fn in (
         ("(a) raw nats-py request/reply", raw_once, raw_once),
         ("(b) fn.echo.call", call_once, call_once),
@@ -220,6 +289,7 @@ async def report(
         )
     print("\n(ms; 'x raw' = p50 / p50 of (a) in the same mode)")
     print("targets: (b) seq p50 <= 2.5x raw, (c) seq p50 <= 4x raw, >= 3000 invocations/s @64")
+    return rows
 
 
 if __name__ == "__main__":
@@ -228,4 +298,11 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each concurrent run")
     p.add_argument("--inflight", type=int, default=64)
     p.add_argument("--tracing", choices=("off", "on", "both"), default="off")
+    p.add_argument(
+        "--metrics",
+        choices=("both", "on", "off"),
+        default="both",
+        help="the controller's /metrics and status page: measure with both, or one",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="measurements per mode, alternating")
     anyio.run(main, p.parse_args())

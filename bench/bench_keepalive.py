@@ -178,6 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--trace", type=Path, required=True, help="folder with invocations.csv")
     p.add_argument("--plot", type=Path, help="write a PNG of the trade-off (needs matplotlib)")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also replay a window of the trace live: a real controller and worker processes",
+    )
+    p.add_argument("--live-start", type=int, default=720, help="the window's first minute")
+    p.add_argument("--live-minutes", type=int, default=120, help="the window's length, minutes")
+    p.add_argument("--live-functions", type=int, default=20, help="functions replayed live")
+    p.add_argument("--live-scale", type=float, default=2.0, help="seconds per trace minute")
     p.add_argument("--head", type=float, default=d.head, help="pre-warm percentile (0..1)")
     p.add_argument("--tail", type=float, default=d.tail, help="keep-alive percentile (0..1)")
     p.add_argument("--margin", type=float, default=d.margin, help="histogram margin")
@@ -241,12 +250,61 @@ def main(argv: list[str] | None = None) -> None:
     if plt is not None:
         plot(plt, args.plot, fixed, adaptive)
         print(f"plot: {args.plot}")
-    out = {
+    out: dict[str, Any] = {
         "fixed": {str(k): r.summary() for k, r in fixed.items()},
         "adaptive": adaptive.summary(),
         "ratio": round(ratio, 4),
     }
+    if args.live:
+        out["live"] = live(args, functions, settings)
     print(json.dumps(out))
+
+
+def live(
+    args: argparse.Namespace, functions: list[list[int]], settings: KeepAliveSettings
+) -> dict[str, Any]:
+    """The live replay (bench/keepalive_live.py), next to the simulation of the same window."""
+    import tempfile
+
+    import anyio
+
+    from bench import keepalive_live
+
+    p = keepalive_live.plan(
+        functions, start=args.live_start, minutes=args.live_minutes, count=args.live_functions
+    )
+    predicted = keepalive_live.simulate(p, settings)
+    with tempfile.TemporaryDirectory(prefix="shoal-keepalive-") as tmp:
+        measured = anyio.run(lambda: keepalive_live.replay(p, scale=args.live_scale, tmp=Path(tmp)))
+    print(
+        f"live replay: {len(p.rows)} functions, trace minutes {p.start}-{p.start + p.minutes}, "
+        f"1 minute -> {args.live_scale:g} s; {predicted['invocation_minutes']} invocation "
+        f"minutes ({measured['answered']} answered, publishing at most "
+        f"{measured['max_late_s']:.2f} s late)"
+    )
+    print(f"{'':<34}{'cold starts':>12}{'worker-minutes':>16}")
+    print(
+        f"{'simulated (same window)':<34}{predicted['cold_starts']:>12}"
+        f"{predicted['loaded_minutes']:>16}"
+    )
+    f5 = predicted["fixed_5"]
+    print(
+        f"{'simulated, fixed 5 min (reference)':<34}{f5['cold_starts']:>12}"
+        f"{f5['loaded_minutes']:>16}"
+    )
+    print(
+        f"{'live: no ready worker at publish':<34}{measured['cold_starts']:>12}"
+        f"{measured['worker_minutes']:>16}"
+    )
+    print(f"{'live: the controller count':<34}{measured['controller_cold_starts']:>12}")
+    return {
+        "functions": len(p.rows),
+        "start": p.start,
+        "minutes": p.minutes,
+        "scale_s": args.live_scale,
+        "simulated": predicted,
+        "measured": measured,
+    }
 
 
 def pyplot() -> Any:

@@ -44,6 +44,11 @@ class ColdPath:
         """Items waiting for a worker; a pre-warm request counts as one."""
         return len(self._held) or int(self._prewarmed)
 
+    @property
+    def held(self) -> int:
+        """Items waiting for a worker (a pre-warm request is none)."""
+        return len(self._held)
+
     async def open(self) -> None:
         name = self.spec.name
         if self.spec.kind == "executor":

@@ -29,9 +29,13 @@ from runtime.partition.worker import object_store_from_env
 from runtime.wire import logstream, protocol
 from runtime.wire.connection import kv
 
+from .adaptive import KeepAlive
 from .cold import ColdPath
 from .exhausted import watch_exhausted
+from .figures import ClusterFigures
+from .keepalive import KeepAliveSettings
 from .launcher import Launcher, LaunchRequest
+from .metrics_server import MetricsServer
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
 
@@ -57,6 +61,8 @@ class ControllerSettings:
     spawn_timeout: float = config.SPAWN_TIMEOUT.default  # a new worker's time to report in
     worker_env: Mapping[str, str] = field(default_factory=dict)  # variables for every worker
     calibrate: bool = True  # measure the data plane at start, for partitioned models
+    keepalive_bin_s: float = config.KEEPALIVE_BIN_S.default  # the keep-alive policy's clock
+    metrics_addr: str | None = None  # host:port for /metrics and the status page; None: off
 
     @classmethod
     def from_env(cls, env: config.Env | None = None, **overrides: Any) -> ControllerSettings:
@@ -67,8 +73,11 @@ class ControllerSettings:
             "heartbeat": config.HEARTBEAT.get(env),
             "stale_after": config.STALE_AFTER.get(env),
             "spawn_timeout": config.SPAWN_TIMEOUT.get(env),
+            "keepalive_bin_s": config.KEEPALIVE_BIN_S.get(env),
             "worker_env": LaunchEnv(credentials=config.worker_credentials(env)).to_env(),
         }
+        addr = config.METRICS_ADDR.get(env)
+        values["metrics_addr"] = None if addr.lower() == "off" else addr
         controller_id = config.CONTROLLER_ID.get(env)
         if controller_id is not None:
             values["controller_id"] = controller_id
@@ -99,6 +108,14 @@ class Controller:
         self._cold: dict[str, ColdPath] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
         self._announced: dict[str, str] = {}  # function -> version announced as served
+        s = self.settings
+        # Adaptive keep-alive (docs/keepalive.md); heartbeats report work up to a beat late.
+        self.keepalive = KeepAlive(
+            KeepAliveSettings(bin_s=s.keepalive_bin_s), grace=2 * s.heartbeat + s.tick
+        )
+        self._up: set[str] = set()  # functions with a worker ready or starting, this pass
+        self.figures = ClusterFigures(self.id)  # its workers' counts (controller.metrics)
+        self.metrics: MetricsServer | None = None  # serving settings.metrics_addr, if set
         self.functions: SpecView
         self.workers: InfoView
         self.controllers: InfoView
@@ -111,7 +128,7 @@ class Controller:
     ) -> None:
         self.functions = SpecView(await kv(self.js, protocol.FUNCTIONS_BUCKET))
         workers_kv = await kv(self.js, protocol.WORKERS_BUCKET)
-        self.workers = InfoView(workers_kv)
+        self.workers = InfoView(workers_kv, also=self.figures.apply)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
         await _ensure_logs(self.js)
@@ -122,6 +139,10 @@ class Controller:
                 await tg.start(self.functions.run)
                 await tg.start(self.workers.run)
                 await tg.start(self.controllers.run)
+                try:
+                    await self.keepalive.start(self.js, tg)
+                except Exception as e:  # the policy then keeps the fixed windows
+                    log.warning("keep-alive histories unavailable: %s", e)
                 await controllers_kv.put(self.id, info)
                 tg.start_soon(self._heartbeats, controllers_kv, info)
                 tg.start_soon(self._on_exits, workers_kv)
@@ -129,8 +150,14 @@ class Controller:
                 if self.settings.calibrate:
                     tg.start_soon(self._calibrate)
                 exhausted = await watch_exhausted(
-                    self.nc, self._spec_of_stream, lambda name: self.owner(name) == self.id
+                    self.nc,
+                    self._spec_of_stream,
+                    lambda name: self.owner(name) == self.id,
+                    self.figures.dead_lettered,
                 )
+                if self.settings.metrics_addr:
+                    self.metrics = MetricsServer(self, self.settings.metrics_addr)
+                    await tg.start(self.metrics.run)
                 log.info("controller %s running", self.id)
                 task_status.started()
                 while True:  # the views watch their buckets anew after a reconnect
@@ -192,6 +219,13 @@ class Controller:
             await _quietly(workers_kv.delete(key))
             self.wake()
 
+    def starting_counts(self) -> dict[str, int]:
+        """Workers launched and not yet reporting, by function."""
+        out: dict[str, int] = {}
+        for s in self._starting.values():
+            out[s.function] = out.get(s.function, 0) + 1
+        return out
+
     def _spec_of_stream(self, stream: str) -> FunctionSpec | None:
         return next((s for s in self.functions.items().values() if s.stream == stream), None)
 
@@ -204,12 +238,17 @@ class Controller:
         """One pass over every function: observe, decide, act."""
         specs = self.functions.items()
         by_function: dict[str, list[dict[str, Any]]] = {}
-        for w in self.workers.items(self.settings.stale_after).values():
-            by_function.setdefault(str(w.get("function")), []).append(w)
+        for w, seen in self.workers.entries(self.settings.stale_after).values():
+            by_function.setdefault(str(w.get("function")), []).append({**w, _SEEN: seen})
         await self._check_starting(by_function)
         await self._forget_gone(specs, by_function)
+        self._up = {s.function for s in self._starting.values()} | {
+            name for name, ws in by_function.items() if any(w.get("state") == "ready" for w in ws)
+        }
+        owned = {name for name in specs if self.owner(name) == self.id}
+        self.keepalive.keep_only(owned)
         for name, spec in specs.items():
-            if self.owner(name) == self.id:
+            if name in owned:
                 await self._reconcile_one(spec, by_function.get(name, []))
 
     async def _check_starting(self, by_function: dict[str, list[dict[str, Any]]]) -> None:
@@ -220,6 +259,7 @@ class Controller:
             if seen:
                 del self._starting[wid]
                 self._failures.pop(s.function, None)
+                self.keepalive.launched(s.function, now - s.since)
             elif now - s.since > self.settings.spawn_timeout:
                 log.warning("worker %s of %s never reported in; killing it", wid, s.function)
                 await self.launcher.kill(wid)
@@ -250,6 +290,7 @@ class Controller:
         if spec.kind == "executor":
             # Executors' load is in their heartbeats, plus items held while cold.
             pending, unacked = (cold.demand if cold else 0), 0
+            waiting = 0  # held items are counted by _keep_warm, a pre-warm request is none
         else:
             try:
                 ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
@@ -257,15 +298,47 @@ class Controller:
                 log.warning("cannot read backlog of %s: %s", name, e)
                 return
             pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
-        obs = Observation(pending, unacked, states, starting)
-        await self._act(spec, decide(spec, obs))
+            waiting = pending + unacked
         ready = any(w.state == "ready" and w.version == spec.version for w in states)
+        obs = Observation(
+            pending, unacked, states, starting, *self._keep_warm(spec, states, waiting)
+        )
+        await self._act(spec, decide(spec, obs))
         await self._set_cold(name, None if ready else spec)
         if self._announced.get(name) != spec.version:
             # Requests are answered from here on (by a worker, or queued by the cold
             # path): tell a waiting deploy so it returns only then.
             self._announced[name] = spec.version
             await self.nc.publish(protocol.deployed_subject(name), spec.version.encode())
+
+    def _keep_warm(
+        self, spec: FunctionSpec, states: list[WorkerState], waiting: int
+    ) -> tuple[int | None, float | None]:
+        """The keep-alive policy's floor and scale-in delay for ``spec`` (None, None: its
+        fixed ``idle_timeout`` alone decides). Every function's activity is followed (its
+        cold starts are counted for ``shoal status``); adaptive ones get the policy's
+        answer: a partitioned pool at its width, an executor also while a handler that
+        calls it has a worker up."""
+        cold = self._cold.get(spec.name)
+        held = cold.held if cold is not None else 0  # items, not a pre-warm request
+        inflight = sum(w.inflight for w in states)
+        ready = any(w.state == "ready" and w.version == spec.version for w in states)
+        wanted = self.keepalive.observe(
+            spec,
+            time.monotonic(),
+            demand=waiting + held + inflight,
+            workers=states,
+            ready=ready,
+            lead_s=self.settings.tick,
+        )
+        if not spec.adaptive:
+            return None, None
+        if spec.kind == "executor" and any(
+            spec.name in h.uses and not h.fuse and h.name in self._up
+            for h in self.functions.items().values()
+        ):
+            wanted = 1
+        return wanted * max(1, spec.partitions), self.keepalive.fixed_s(spec)
 
     async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
         _, not_before = self._failures.get(spec.name, (0, 0.0))
@@ -322,13 +395,19 @@ class Controller:
             self._cold[name] = path
 
 
+_SEEN = "_seen"  # added to a heartbeat's values: when it arrived (time.monotonic())
+
+
 def _worker_state(info: dict[str, Any]) -> WorkerState:
+    seen = info.get(_SEEN)
     return WorkerState(
         id=str(info.get("id")),
         version=str(info.get("version")),
         state=str(info.get("state")),
         inflight=int(info.get("inflight", 0)),
         idle_for=float(info.get("idle_for", 0.0)),
+        served=int(info.get("served", 0)),
+        reported_at=None if seen is None else float(seen),
     )
 
 

@@ -34,9 +34,13 @@ ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.{protocol.CONSUMER}"
 
 
 async def watch_exhausted(
-    nc: NATS, spec_of_stream: Callable[[str], FunctionSpec | None], owns: Callable[[str], bool]
+    nc: NATS,
+    spec_of_stream: Callable[[str], FunctionSpec | None],
+    owns: Callable[[str], bool],
+    on_dead_letter: Callable[[str], None] | None = None,
 ) -> Subscription:
-    """Subscribe to max-deliveries advisories for every function's consumer."""
+    """Subscribe to max-deliveries advisories for every function's consumer;
+    ``on_dead_letter(function)`` is told of each event dead-lettered here."""
 
     async def on_advisory(msg: Msg) -> None:
         try:
@@ -44,20 +48,23 @@ async def watch_exhausted(
             spec = spec_of_stream(advisory["stream"])
             if spec is None or not owns(spec.name):
                 return  # another controller owns it
-            await settle(nc, spec, int(advisory["stream_seq"]), int(advisory["deliveries"]))
+            done = await settle(nc, spec, int(advisory["stream_seq"]), int(advisory["deliveries"]))
+            if done and on_dead_letter is not None:
+                on_dead_letter(spec.name)
         except Exception:
             log.exception("handling a max-deliveries advisory failed")
 
     return await nc.subscribe(ADVISORY, cb=on_advisory)
 
 
-async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> None:
+async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> bool:
+    """Dead-letter and answer the event at ``seq``; False when it was already gone."""
     js = nc.jetstream()
     try:
         raw = await js.get_msg(spec.stream, seq)
     except Exception as e:  # already removed (another controller, or acked at the last moment)
         log.info("exhausted event %s/%d is gone: %s", spec.stream, seq, e)
-        return
+        return False
     headers = dict(raw.headers or {})
     request_id = answer.request_id(headers, answer.sequence_id(spec.name, seq))
     err = DeliveryExhausted(
@@ -84,3 +91,4 @@ async def settle(nc: NATS, spec: FunctionSpec, seq: int, deliveries: int) -> Non
         await nc.publish(reply_to, reply.body, headers=reply.headers)
     await js.delete_msg(spec.stream, seq)
     log.warning("dead-lettered %s after %d deliveries", request_id, deliveries)
+    return True

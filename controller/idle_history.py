@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -24,18 +25,24 @@ from nats.js.errors import (
     NotFoundError,
 )
 
+from runtime.wire import protocol
+
 from .keepalive import DEFAULT, OOB_KEPT, IdleHistory, KeepAliveSettings, Windows, new_history
 from .keepalive import observe as observe_idle
 from .keepalive import windows as windows_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
 log = logging.getLogger("shoal.idle_history")
 
-BUCKET = "shoal_idle_history"
+BUCKET = protocol.IDLE_HISTORY_BUCKET
 FORMAT = 1  # the value's layout; a reader refuses others
+COLD_KEPT_S = 3600.0  # cold starts are kept this long (`shoal status` shows the last hour)
+COLD_KEPT = 1000  # and at most this many
 _KEY_RE = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")  # what NATS KV accepts
 
 
@@ -53,6 +60,7 @@ def encode(history: IdleHistory) -> bytes:
             "counts": [[i, c] for i, c in enumerate(history.counts) if c],
             "oob": history.oob_count,
             "oob_recent": list(history.oob_recent),
+            "cold": list(history.cold_starts),
         }
     )
     return data
@@ -80,7 +88,11 @@ def decode(data: bytes) -> IdleHistory:
     oob, recent = value.get("oob"), _list(value.get("oob_recent"))
     if type(oob) is not int or not all(_finite(x) for x in recent):
         raise ValueError("bad out-of-bounds record")
-    return IdleHistory(float(bin_s), counts, oob, [float(x) for x in recent][-OOB_KEPT:])
+    cold = _list(value.get("cold"))  # absent in values written before it was kept
+    if not all(_finite(x) for x in cold):
+        raise ValueError("bad cold-start record")
+    recent_s = [float(x) for x in recent][-OOB_KEPT:]
+    return IdleHistory(float(bin_s), counts, oob, recent_s, [float(x) for x in cold])
 
 
 def key_of(function: str) -> str:
@@ -136,12 +148,18 @@ class IdleHistoryStore:
             self.conflicts += 1
             return None
 
-    async def record(self, function: str, *idle_s: float) -> IdleHistory:
-        """Add idle times (seconds) to the function's stored history; what is stored now."""
+    async def record(
+        self, function: str, *idle_s: float, cold_at: Sequence[float] = ()
+    ) -> IdleHistory:
+        """Add idle times (seconds), and cold starts (Unix times), to the function's stored
+        history; what is stored now. Cold starts older than an hour are dropped."""
         for _ in range(self.attempts):
             history, revision = await self.read(function)
             for idle in idle_s:
                 observe_idle(history, idle)
+            since = time.time() - COLD_KEPT_S
+            cold = sorted(t for t in [*history.cold_starts, *cold_at] if t >= since)
+            history.cold_starts = cold[-COLD_KEPT:]
             if await self.write(function, history, revision) is not None:
                 return history
         raise HistoryConflict(f"{self.attempts} writes of {function}'s idle history lost races")

@@ -76,6 +76,9 @@ class IdleHistory:
     counts: list[int]
     oob_count: int = 0  # idle times beyond the last bin ("out of bounds")
     oob_recent: list[float] = field(default_factory=list)  # the latest of them, oldest first
+    # Bookkeeping the policy does not read: when (Unix time) the function's recent cold
+    # starts were, as the controller records them for `shoal status`.
+    cold_starts: list[float] = field(default_factory=list)
     in_range: int = field(init=False)  # sum(counts)
     _sumsq: int = field(init=False, repr=False)  # sum of squared counts, for the CV
 

@@ -22,6 +22,8 @@ class WorkerState:
     state: str  # "ready" or "draining"
     inflight: int
     idle_for: float  # seconds since it last had work
+    served: int = 0  # invocations (items, for an executor) it has finished
+    reported_at: float | None = None  # when its heartbeat arrived (time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Observation:
     # Workers the keep-alive policy wants loaded now with no event waiting (pre-warm
     # included): controller.keepalive.workers_wanted. None: spec.idle_timeout alone decides.
     keep_warm: int | None = None
+    # Seconds idle before a worker above that floor goes (None: spec.fixed_idle_s, which is
+    # idle_timeout when a number); the controller scales an adaptive fallback to its clock.
+    idle_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,14 @@ def decide(spec: FunctionSpec, obs: Observation) -> Decision:
     spawn = max(0, desired - live)
     drain: list[str] = list(stale)
     surplus = live - desired
+    idle_timeout = spec.fixed_idle_s if obs.idle_timeout is None else obs.idle_timeout
     if surplus > 0:
         # Workers idle past idle_timeout go, the longest idle first. When the keep-alive
         # policy wants none loaded (before its pre-warm, or past its window) and nothing is
         # waiting, the function is unloaded: every idle worker goes now.
         unload = obs.keep_warm is not None and desired == 0
         idle = sorted(
-            (w for w in current if w.inflight == 0 and (unload or w.idle_for >= spec.idle_timeout)),
+            (w for w in current if w.inflight == 0 and (unload or w.idle_for >= idle_timeout)),
             key=lambda w: -w.idle_for,
         )
         drain += [w.id for w in idle[:surplus]]

@@ -74,6 +74,8 @@ async def up(
                 await deploy_folder(nc, functions)
                 await _demo(nc)
                 if not once:
+                    if controller.metrics is not None and controller.metrics.url:
+                        say(f"status page on {controller.metrics.url} (Prometheus: /metrics)")
                     say(SERVING)
                     await anyio.sleep_forever()
                 inner.cancel_scope.cancel()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 import msgpack
 
-from runtime.wire.kvwatch import Change, Follower
+from runtime.wire.kvwatch import Change, Follower, OnChange
 from runtime.wire.spec import FunctionSpec
 
 if TYPE_CHECKING:
@@ -27,9 +27,10 @@ class BucketView(Generic[T]):
     the values it delivers again overwrite the same entries.
     """
 
-    def __init__(self, bucket: KeyValue) -> None:
+    def __init__(self, bucket: KeyValue, also: OnChange | None = None) -> None:
         self._items: dict[str, tuple[T, float]] = {}
         self.changed = anyio.Event()
+        self._also = also  # told of every change too (each one, not just the latest value)
         self._follower = Follower(bucket, self._apply)
 
     def decode(self, data: bytes) -> T:
@@ -42,6 +43,8 @@ class BucketView(Generic[T]):
         await self._follower.run(task_status=task_status)
 
     def _apply(self, change: Change) -> None:
+        if self._also is not None:
+            self._also(change)
         if change.deleted:
             self._items.pop(change.key, None)
         else:
@@ -63,6 +66,11 @@ class BucketView(Generic[T]):
             return {k: v for k, (v, _) in self._items.items()}
         cutoff = time.monotonic() - max_age
         return {k: v for k, (v, seen) in self._items.items() if seen >= cutoff}
+
+    def entries(self, max_age: float | None = None) -> dict[str, tuple[T, float]]:
+        """As :meth:`items`, each with when it was last refreshed (``time.monotonic()``)."""
+        cutoff = float("-inf") if max_age is None else time.monotonic() - max_age
+        return {k: (v, seen) for k, (v, seen) in self._items.items() if seen >= cutoff}
 
     def forget(self, key: str) -> None:
         self._items.pop(key, None)

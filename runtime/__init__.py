@@ -9,12 +9,15 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from runtime.client import Client
+from runtime.config.var import ConfigError
 from runtime.context import Context
 from runtime.define.decorator import executor, function
 from runtime.define.handles import Executor, uses
 from runtime.define.partitioned import Plan, partitioned
 from runtime.errors import (
+    Cancelled,
     DefinitionError,
+    DeliveryExhausted,
     DeployError,
     ExecutorUnavailable,
     FunctionError,
@@ -24,6 +27,7 @@ from runtime.errors import (
     InvalidPayload,
     ModelTooLarge,
     PartitionLost,
+    PayloadTooLarge,
     Reject,
     ResultNotFound,
     ResultNotSerializable,
@@ -40,9 +44,12 @@ except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "Cancelled",
     "Client",
+    "ConfigError",
     "Context",
     "DefinitionError",
+    "DeliveryExhausted",
     "DeployError",
     "Executor",
     "ExecutorUnavailable",
@@ -53,6 +60,7 @@ __all__ = [
     "InvalidPayload",
     "ModelTooLarge",
     "PartitionLost",
+    "PayloadTooLarge",
     "Plan",
     "Reject",
     "Result",

@@ -15,13 +15,23 @@ decoded with the wire codec, so a value that cannot cross the wire fails here as
 deployed; errors surface as the typed errors a :class:`~runtime.Client` gets
 (``FunctionError``, ``FunctionTimeout``, ``InvalidPayload``, ``ExecutorUnavailable``...).
 
-Partitioned models (``@partitioned``) are not run by it yet: test their ``plan``, ``shard``
-and ``combine`` against a real cluster, as tests/test_partitioned.py does.
+A partitioned model (``@partitioned``) runs on a pool of ``max_partitions`` workers in this
+process, each with its own instance of the class (``setup()`` once) and the partition
+modules a deployed worker runs, unchanged (:mod:`runtime.partition.local`): ``plan()`` and
+``combine()`` where the request lands, every partition's ``shard()`` concurrently on a worker
+of its own, each hand-out, intermediate and part through the data plane's encoding. Only
+NATS is replaced, by an in-memory stand-in. A shard that raises is a ``FunctionError`` (a
+``ShoalError`` it raises, as is), an intermediate that cannot cross the wire a
+``ResultNotSerializable``, a plan over the memory budget ``ModelTooLarge``::
+
+    async with TestApp(AllSum) as app:         # 4 workers, each its own AllSum, set up
+        out = await app.call({"partitions": 3, "n": 64})
 """
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,12 +40,15 @@ from runtime.context import Context
 from runtime.define.decorator import Definition, definition_of
 from runtime.define.handles import Executor
 from runtime.errors import DefinitionError, ExecutorUnavailable, ShoalError
+from runtime.partition.local import LocalPool
 from runtime.wire import answer, codec, protocol
 from runtime.worker.executors import start_executor
 from runtime.worker.invoker import Invoker
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from anyio.abc import TaskGroup
 
     from runtime.wire.codec import Encoding
     from runtime.wire.spec import FunctionSpec
@@ -67,13 +80,30 @@ class _WireExecutor(Executor[Any, Any]):
         return answer.decode(reply.body, reply.headers)  # as the handler reads it
 
 
+async def _start_executors(
+    definition: Definition, tg: TaskGroup, batchers: list[Batcher]
+) -> dict[str, Executor[Any, Any]]:
+    """Each executor ``definition`` uses, set up once and batching in ``tg``, by parameter."""
+    handles: dict[str, Executor[Any, Any]] = {}
+    started: dict[str, _WireExecutor] = {}
+    for param, ex in definition.executors:
+        if ex.spec.name not in started:
+            batcher = await start_executor(ex)
+            batchers.append(batcher)
+            tg.start_soon(batcher.run)
+            started[ex.spec.name] = _WireExecutor(ex.spec, batcher)
+        handles[param] = started[ex.spec.name]
+    return handles
+
+
 def _close_all(batchers: list[Batcher]) -> None:
     for batcher in batchers:
         batcher.close()
 
 
 class TestApp:
-    """One function, its handler and executors started in this process; see the module doc.
+    """One function started in this process: a handler and its executors, or a partitioned
+    model's pool of workers (``self.pool``); see the module doc.
 
     ``encoding`` is how events and answers are encoded ("json", as ``Client.call``'s default,
     or "msgpack" for bytes and numpy arrays).
@@ -85,17 +115,17 @@ class TestApp:
         d = definition_of(target)
         if d is None:
             raise DefinitionError(
-                f"TestApp runs a function decorated with @function, got {target!r}"
+                "TestApp runs a function decorated with @function or a model decorated with "
+                f"@partitioned, got {target!r}"
             )
         if d.spec.kind == "executor":
             raise DefinitionError(
                 f"{d.spec.name} is an executor: TestApp runs a handler, so test one that uses "
                 "it (its executors run with it)"
             )
-        if d.partitioned:
-            raise DefinitionError(f"TestApp does not run partitioned models ({d.spec.name}) yet")
         self.definition: Definition = d
         self.encoding: Encoding = encoding
+        self.pool: LocalPool | None = None  # a partitioned model's workers, once started
         self._invoker: Invoker | None = None
         self._stack = AsyncExitStack()
 
@@ -109,21 +139,28 @@ class TestApp:
             stack.callback(_close_all, batchers)  # last, once their tasks have ended
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)  # on the way out, before the group ends
-            handles: dict[str, Executor[Any, Any]] = {}
-            started: dict[str, _WireExecutor] = {}
-            for param, ex in self.definition.executors:
-                if ex.spec.name not in started:
-                    batcher = await start_executor(ex)
-                    batchers.append(batcher)
-                    tg.start_soon(batcher.run)
-                    started[ex.spec.name] = _WireExecutor(ex.spec, batcher)
-                handles[param] = started[ex.spec.name]
-            invoker = Invoker(self.definition, handles)
+            if self.definition.partitioned:
+                invoker = await self._start_pool(tg)
+            else:
+                invoker = Invoker(
+                    self.definition, await _start_executors(self.definition, tg, batchers)
+                )
             await invoker.start()
             stack.push_async_callback(invoker.stop)
             self._invoker = invoker
             self._stack = stack.pop_all()  # started: kept until __aexit__
         return self
+
+    async def _start_pool(self, tg: TaskGroup) -> Invoker:
+        """A partitioned model's workers, each set up; the handler is worker 0's coordinator,
+        as a deployed worker's (runtime/worker/assembly.py)."""
+        pool = LocalPool(self.definition)
+        await pool.set_up()
+        await tg.start(pool.run)
+        self.pool = pool
+        return Invoker(
+            replace(self.definition, target=pool.coordinate, is_class=False, wants_ctx=True)
+        )
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

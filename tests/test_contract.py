@@ -1,4 +1,5 @@
-"""The user-facing contract, exercised with raw nats-py (not Shoal's client)."""
+"""The user-facing contract, exercised with raw nats-py (not Shoal's client), on the examples
+echo and textstats; beside their served tests, the same examples in process (TestApp)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import anyio
 import msgpack
 import pytest
 
+from functions import echo, textstats
 from runtime import Client, InvalidPayload
+from runtime.testing import TestApp
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from tests.conftest import FNS, FUNCTIONS, Cluster
@@ -90,6 +93,12 @@ async def test_request_reply_results_are_stored_too(cluster: Cluster) -> None:
     assert result.ok and result.value == [1, 2] and result.function == "echo"
 
 
+async def test_echo_in_process() -> None:
+    async with TestApp(echo.echo) as app:
+        assert await app.call({"a": [1, "b"]}) == {"a": [1, "b"]}
+        assert await app.call(b"raw", encoding="msgpack") == b"raw"
+
+
 async def test_extra_subjects_trigger_the_function(cluster: Cluster) -> None:
     await cluster.deploy(FUNCTIONS / "textstats.py")
     sub = await cluster.nc.subscribe("stats.out")
@@ -102,6 +111,15 @@ async def test_extra_subjects_trigger_the_function(cluster: Cluster) -> None:
     body = json.loads(reply.data)
     assert body["words"] == 6 and body["sentences"] == 2
     assert body["keywords"][0] == ["models", 2]
+
+
+async def test_textstats_in_process() -> None:
+    async with TestApp(textstats.TextStats) as app:
+        got = await app.call({"text": "Shoal serves models. Models batch; shoal scales!"})
+        assert (got["words"], got["sentences"]) == (7, 2)
+        assert got["keywords"][:2] == [["models", 2], ["shoal", 2]]
+        with pytest.raises(InvalidPayload, match="textstats expects"):
+            await app.call({"txt": "typo"})
 
 
 async def test_bad_payload_gets_structured_error_and_worker_keeps_serving(cluster: Cluster) -> None:
@@ -193,3 +211,20 @@ async def test_unknown_function_and_no_controller_are_told_apart(nc) -> None:
     await deploy_file(nc, FUNCTIONS / "echo.py", wait=0)
     with pytest.raises(WorkerUnavailable, match="run a controller"):
         await client.call("echo", {}, timeout=5)
+
+
+def test_every_error_type_is_public() -> None:
+    """runtime is the one public SDK: every error a user can meet is importable from it."""
+    import inspect
+
+    import runtime
+    from runtime import errors
+    from runtime.config.var import ConfigError
+
+    defined = {
+        name
+        for name, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.ShoalError) and obj.__module__ == errors.__name__
+    } | {ConfigError.__name__}
+    assert defined <= set(runtime.__all__), defined - set(runtime.__all__)
+    assert all(getattr(runtime, name) is not None for name in runtime.__all__)

@@ -13,6 +13,7 @@ import pytest
 
 from runtime import DefinitionError, executor, function, partitioned
 from runtime.define.decorator import FUNCTION_OPTIONS
+from runtime.define.definition import definition_of
 from runtime.wire import spec as spec_module
 from runtime.wire.options import (
     GROUPS,
@@ -41,7 +42,8 @@ DEFAULT_SPEC_BYTES = bytes.fromhex(
 
 
 def test_an_unchanged_spec_encodes_to_the_same_bytes_and_version() -> None:
-    assert FunctionSpec(name="f").to_bytes() == DEFAULT_SPEC_BYTES
+    # A bare spec was idle_timeout=300 then; "adaptive" is the default now.
+    assert FunctionSpec(name="f", idle_timeout=300.0).to_bytes() == DEFAULT_SPEC_BYTES
     full = FunctionSpec(
         name="m",
         subjects=("a.b",),
@@ -166,7 +168,9 @@ def test_decorator_options_are_group_fields_with_their_types(
         (Delivery, {"backoff": ()}, "backoff must be seconds >= 0"),
         (Scaling, {"concurrency": 0}, "concurrency must be an int >= 1"),
         (Scaling, {"min_workers": 5}, "max_workers must be an int >= max(1, min_workers)"),
-        (Scaling, {"idle_timeout": -1}, "idle_timeout must be seconds >= 0"),
+        (Scaling, {"idle_timeout": -1}, 'idle_timeout must be "adaptive" or seconds >= 0'),
+        (Scaling, {"idle_timeout": "sometimes"}, 'idle_timeout must be "adaptive" or seconds'),
+        (Scaling, {"idle_timeout": True}, 'idle_timeout must be "adaptive" or seconds >= 0'),
         (Batching, {"max_batch": 0}, "max_batch must be an int >= 1"),
         (Batching, {"latency_target_ms": 0}, "latency_target_ms must be a positive number"),
         (Partitioning, {"partitions": 65}, "partitions must be an int in 0..64"),
@@ -197,3 +201,35 @@ def test_a_misspelt_option_is_refused_with_the_name_meant() -> None:
         function(max_batch=3)  # an executor's option, not a function's
     with pytest.raises(TypeError):  # executor() and partitioned() refuse as Python does
         executor(concurrency=3)  # type: ignore[call-arg]
+
+
+def test_adaptive_is_the_default_and_older_readers_see_its_fixed_window() -> None:
+    @function
+    def handler(event: object) -> object:
+        return event
+
+    @executor()
+    class Model:
+        def __call__(self, batch: list[int]) -> list[int]:
+            return batch
+
+    f, e = definition_of(handler).spec, definition_of(Model).spec
+    assert f.idle_timeout == e.idle_timeout == "adaptive" and f.adaptive and e.adaptive
+    assert (f.fixed_idle_s, e.fixed_idle_s) == (300.0, 600.0)
+    assert FunctionSpec(name="p", partitions=2, max_workers=2).fixed_idle_s == 600.0
+    assert FunctionSpec(name="n", idle_timeout=42).fixed_idle_s == 42.0
+    for spec in (f, e):
+        assert FunctionSpec.from_bytes(spec.to_bytes()) == spec
+        # On the wire: the fixed window where a number always was, and a key at the end
+        # that releases before "adaptive" drop (they run that fixed window).
+        d = msgpack.unpackb(spec.to_bytes())
+        assert d["idle_timeout"] == spec.fixed_idle_s and list(d)[-1] == "keepalive"
+        del d["keepalive"]
+        older = FunctionSpec.from_bytes(msgpack.packb(d))
+        assert older.idle_timeout == spec.fixed_idle_s and not older.adaptive
+        # Part of the version: adaptive and its fixed window are different specs.
+        assert older.version != spec.version
+    # A spec that holds the word itself (written by hand) reads as adaptive too.
+    d = msgpack.unpackb(FunctionSpec(name="f", idle_timeout=300.0).to_bytes())
+    d["idle_timeout"] = "adaptive"
+    assert FunctionSpec.from_bytes(msgpack.packb(d)).adaptive

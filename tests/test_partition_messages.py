@@ -3,6 +3,7 @@ round trips, the bytes on the wire, malformed messages, and a worker answering t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -126,3 +127,14 @@ async def test_a_worker_answers_pings_and_refuses_malformed_tasks(nc: NATS) -> N
             answer = Reply.from_bytes((await nc.request(subject, TASK.to_bytes())).data)
             assert answer.error == "draining" and server.inflight == 0
         tg.cancel_scope.cancel()
+
+
+def test_a_task_carries_what_a_msgpack_event_decodes_to() -> None:
+    """A msgpack event may hold numpy arrays (the codec's extension type): the task that hands
+    it to the partitions carries them, as the codec encodes them."""
+    np = pytest.importorskip("numpy")
+    request = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "name": "a"}
+    got = RunPartition.from_bytes(replace(TASK, request=request).to_bytes())
+    assert got.request["name"] == "a"
+    assert got.request["x"].dtype == np.float32
+    assert (got.request["x"] == request["x"]).all()

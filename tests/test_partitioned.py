@@ -1,5 +1,6 @@
 """Partitioned models on a real cluster: a real nats-server, process workers and a real S3
-server (SeaweedFS). Partitions exchange intermediates worker to worker."""
+server (SeaweedFS). Partitions exchange intermediates worker to worker. Beside the served
+tests, the same models in process (runtime.testing.TestApp) give the same answers."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from runtime import (
     PartitionLost,
     ShoalError,
 )
+from runtime.testing import TestApp
 from tests.conftest import FNS, Cluster, S3Server, wait_workers
+from tests.fns.partitioned import AllSum, Chain
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,6 +46,14 @@ def expected_allsum(partitions: int, n: int, steps: int) -> list[np.ndarray]:
         total = sum(xs, np.zeros(n))
         xs = [total.copy() for _ in xs]
     return xs
+
+
+def expected_chain(x: list[float], stages: int) -> list[float]:
+    """The pipeline computed in one place: each stage doubles and adds its index."""
+    y = np.asarray(x, dtype=np.float64)
+    for stage in range(stages):
+        y = y * 2 + stage
+    return y.tolist()  # type: ignore[no-any-return]
 
 
 def use_store(monkeypatch: pytest.MonkeyPatch, server: S3Server, bucket: str) -> S3Settings:
@@ -106,10 +117,27 @@ async def test_partitioned_equals_monolithic(cluster: Cluster) -> None:
         assert (out["sent_bytes"] > 0) == (partitions > 1)
     # A pipeline of stages: each doubles and adds its index.
     out = await client.call("chain", {"partitions": 3, "x": [1, 2, 3]})
-    x = np.array([1.0, 2.0, 3.0])
-    for stage in range(3):
-        x = x * 2 + stage
-    assert out == {"x": x.tolist()}
+    assert out == {"x": expected_chain([1, 2, 3], 3)}
+
+
+async def test_in_process_equals_monolithic() -> None:
+    async with TestApp(AllSum) as app:
+        for partitions in (1, 2, 3, 4):
+            out = await app.call({"partitions": partitions, "n": 64, "steps": 4})
+            want = expected_allsum(partitions, 64, 4)
+            assert out["sums"] == [float(x.sum()) for x in want]
+            assert out["first"] == want[0][:4].tolist()
+            assert (out["sent_bytes"] > 0) == (partitions > 1)
+            assert out["sent_objects"] == 0  # no object store in process: all inline
+        # 200,000 float64 = 1.6 MB per message, chunked at the 1 MB max payload as deployed.
+        out = await app.call({"partitions": 3, "n": 200_000, "steps": 2})
+        assert out["sums"] == [float(x.sum()) for x in expected_allsum(3, 200_000, 2)]
+        with pytest.raises(ModelTooLarge, match=r"use partitions=3 or more"):
+            await app.call({"partitions": 1, "model_bytes": 3 << 20})
+    async with TestApp(Chain) as app:
+        for stages in (1, 2, 3):
+            out = await app.call({"partitions": stages, "x": [1, 2, 3]})
+            assert out == {"x": expected_chain([1, 2, 3], stages)}
 
 
 async def test_nothing_for_you_and_early_messages(cluster: Cluster) -> None:

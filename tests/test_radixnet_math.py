@@ -1,13 +1,12 @@
 """functions/radixnet.py without NATS: the network, the partitioners, and the partitioned
-algorithm simulated in process, checked bit for bit against the monolithic reference."""
+algorithm simulated in process, checked bit for bit against the monolithic reference. The
+class served whole, in process and on a cluster: test_radixnet.py."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Any
 
-import anyio
 import numpy as np
 import pytest
 
@@ -16,7 +15,6 @@ from runtime import InvalidPayload
 from runtime.define.decorator import definition_of
 from runtime.define.partitioned import check_plan, memory_budget
 from runtime.errors import ModelTooLarge
-from runtime.wire import codec, protocol
 
 N = 1024
 
@@ -285,81 +283,3 @@ def test_payloads_from_peers_are_checked() -> None:
     ]:
         with pytest.raises(ValueError):
             R.check_payload(bad, N, 2)
-
-
-# -- the class, its shards talking through an in-process wire -----------------------------------
-
-
-class Wire:
-    """Messages between fake shards, keyed (step, source, target), msgpack-encoded."""
-
-    def __init__(self) -> None:
-        self.boxes: dict[tuple[int, int, int], bytes] = {}
-        self.events: defaultdict[tuple[int, int, int], anyio.Event] = defaultdict(anyio.Event)
-
-    def put(self, key: tuple[int, int, int], body: bytes) -> None:
-        assert key not in self.boxes
-        self.boxes[key] = body
-        self.events[key].set()
-
-    async def take(self, key: tuple[int, int, int]) -> bytes:
-        await self.events[key].wait()
-        return self.boxes.pop(key)
-
-
-class FakeShard:
-    """The part of runtime.Shard that radixnet uses."""
-
-    def __init__(self, wire: Wire, index: int, count: int) -> None:
-        self.wire, self.index, self.count = wire, index, count
-        self.request_id = "test"
-        self.sent_bytes = self.sent_messages = 0
-
-    async def exchange(self, step: int, outgoing: dict[int, Any]) -> dict[int, Any]:
-        peers = [q for q in range(self.count) if q != self.index]
-        assert set(outgoing) <= set(peers)
-        for q in peers:
-            value = outgoing.get(q)
-            body = b"" if value is None else codec.encode(value, "msgpack")
-            self.sent_bytes += len(body)
-            self.sent_messages += 1
-            self.wire.put((step, self.index, q), body)
-        received = {}
-        for q in peers:
-            body = await self.wire.take((step, q, self.index))
-            if body:
-                received[q] = codec.decode(body, protocol.MSGPACK)[0]
-        return received
-
-
-async def serve(request: dict[str, Any]) -> dict[str, Any]:
-    """plan, shard on every partition (one instance each, as on separate workers), combine;
-    shard results cross the msgpack wire as they would to the coordinator."""
-    plan = R.RadixNet().plan(request)
-    wire = Wire()
-    parts: list[Any] = [None] * plan.partitions
-
-    async def one(i: int) -> None:
-        model = R.RadixNet()
-        model.setup()
-        value = await model.shard(request, FakeShard(wire, i, plan.partitions))  # type: ignore[arg-type]
-        parts[i] = codec.decode(codec.encode(value, "msgpack"), protocol.MSGPACK)[0]
-
-    async with anyio.create_task_group() as tg:
-        for i in range(plan.partitions):
-            tg.start_soon(one, i)
-    return R.RadixNet().combine(request, parts)
-
-
-@pytest.mark.anyio
-async def test_the_class_answers_like_the_reference() -> None:
-    base = {"neurons": 1024, "layers": 5, "batch": 20, "seed": 2}
-    expected = R.reference(1024, 5, 20, 2)
-    assert await serve(base | {"partitions": 1}) == expected
-    for parts, partitioner in [(3, "good"), (4, "random")]:
-        got = await serve(base | {"partitions": parts, "partitioner": partitioner, "stats": True})
-        stats = got.pop("stats")
-        assert got == expected
-        assert stats["partitions"] == parts and stats["messages"] == 5 * parts * (parts - 1)
-        assert stats["bytes_moved"] >= 8 * stats["values_moved"] > 0
-        assert stats["model_bytes"] == sum(s["model_bytes"] for s in stats["shards"])

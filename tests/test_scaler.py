@@ -86,3 +86,21 @@ def test_the_policy_unloads_idle_workers_before_idle_timeout() -> None:
 def test_without_the_policy_idle_timeout_decides_as_before() -> None:
     assert decide(SPEC, Observation(0, 0, [w(1, idle=1)])) == Decision()
     assert decide(SPEC, Observation(0, 0)) == Decision()
+
+
+def test_an_adaptive_spec_scales_in_after_its_fixed_window_or_the_one_given() -> None:
+    spec = FunctionSpec(name="f", max_workers=3, code_sha="x")  # idle_timeout="adaptive"
+    idle = [WorkerState("a", spec.version, "ready", 0, 299.0)]
+    assert decide(spec, Observation(0, 0, idle)) == Decision()  # 300 s, as before
+    assert decide(spec, Observation(0, 0, idle, idle_timeout=5.0)).drain == ("a",)
+    # Above the policy's worker, the delay given (a compressed clock's) decides.
+    two = [*idle, WorkerState("b", spec.version, "ready", 0, 4.0)]
+    assert decide(spec, Observation(0, 0, two, keep_warm=1, idle_timeout=5.0)).drain == ("a",)
+    assert decide(spec, Observation(0, 0, two, keep_warm=1, idle_timeout=500.0)) == Decision()
+
+
+def test_a_partitioned_pool_is_prewarmed_at_its_width() -> None:
+    spec = FunctionSpec(name="p", partitions=3, max_workers=4, code_sha="x")
+    assert decide(spec, Observation(0, 0, keep_warm=3)).spawn == 3
+    pool = [WorkerState(f"w{i}", spec.version, "ready", 0, 1.0) for i in range(3)]
+    assert set(decide(spec, Observation(0, 0, pool, keep_warm=0)).drain) == {"w0", "w1", "w2"}

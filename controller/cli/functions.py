@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import nats.js.errors
 
+from runtime import config
 from runtime.wire import protocol
 from runtime.wire.connection import kv, snapshot
 from runtime.wire.spec import FunctionSpec
 
+from ..adaptive import describe, summaries
 from ..deploy import deploy_file
+from ..keepalive import KeepAliveSettings
 from ..remove import remove_function
 from ..up import where
 from .common import CliError, Commands, Exit, connected, table
@@ -113,6 +116,9 @@ async def status(args: argparse.Namespace) -> None:
             for v in (await snapshot(await kv(js, protocol.WORKERS_BUCKET))).values()
         ]
         controllers = await snapshot(await kv(js, protocol.CONTROLLERS_BUCKET))
+        keepalive = await summaries(
+            js, specs, KeepAliveSettings(bin_s=config.KEEPALIVE_BIN_S.get())
+        )
         functions: list[dict[str, Any]] = []
         for name in sorted(specs):
             spec = specs[name]
@@ -139,6 +145,8 @@ async def status(args: argparse.Namespace) -> None:
                     "backlog": backlog,
                     "unacked": unacked,
                     "subjects": list(spec.event_subjects),
+                    "keepalive": keepalive[name],
+                    "cold_starts_1h": keepalive[name]["cold_starts_1h"],
                 }
             )
     if args.json:
@@ -149,7 +157,10 @@ async def status(args: argparse.Namespace) -> None:
         )
         return
     rows = [
-        ("FUNCTION", "VERSION", "STATE", "WORKERS", "IN FLIGHT", "BACKLOG", "UNACKED", "SUBJECTS")
+        (
+            *("FUNCTION", "VERSION", "STATE", "WORKERS", "IN FLIGHT", "BACKLOG", "UNACKED"),
+            *("KEEP-ALIVE", "COLD 1H", "SUBJECTS"),
+        )
     ]
     for f in functions:
         draining = f" (+{f['draining']} draining)" if f["draining"] else ""
@@ -162,6 +173,8 @@ async def status(args: argparse.Namespace) -> None:
                 str(f["in_flight"]),
                 "-" if f["backlog"] is None else str(f["backlog"]),
                 "-" if f["unacked"] is None else str(f["unacked"]),
+                describe(f["keepalive"]),
+                str(f["cold_starts_1h"]),
                 ", ".join(f["subjects"]),
             )
         )

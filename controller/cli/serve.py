@@ -76,9 +76,13 @@ async def controller(args: argparse.Namespace) -> None:
 
         async def serve() -> None:
             nonlocal running
-            async with launcher:
+            async with launcher, anyio.create_task_group() as tg:
                 running = Controller(nc, launcher, settings)
-                await running.run()
+                await tg.start(running.run)
+                if running.metrics is not None and running.metrics.url:
+                    print(
+                        f"status page on {running.metrics.url} (Prometheus: /metrics)", flush=True
+                    )
 
         await until_signalled(serve)
     finally:

@@ -144,6 +144,14 @@ STALE_AFTER = var(
 SPAWN_TIMEOUT = var(
     "SHOAL_SPAWN_TIMEOUT", SECONDS, 60.0, "seconds a new worker may take to report in", "controller"
 )
+KEEPALIVE_BIN_S = var(
+    "SHOAL_KEEPALIVE_BIN_S",
+    SECONDS,
+    60.0,
+    "bin width of the adaptive keep-alive's idle-time histograms; less runs the policy, "
+    "its fallback windows included, on a compressed clock (docs/keepalive.md)",
+    "controller, `shoal status`",
+)
 RESULTS_TTL = var(
     "SHOAL_RESULTS_TTL", SECONDS, 3600.0, "seconds results are kept (set as buckets are made)", ALL
 )
@@ -205,6 +213,15 @@ OTEL_SERVICE_NAME = _optional(
     "the `service.name` of a worker's spans",
     "worker",
     shown_default="`shoal-<function>`",
+)
+METRICS_ADDR = var(
+    "SHOAL_METRICS_ADDR",
+    matching(
+        r"(?i:off)|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):\d{1,5}", "host:port (`[v6]:port`), or off"
+    ),
+    "127.0.0.1:9464",
+    "where `/metrics` (Prometheus) and the status page are served; `off`: not at all",
+    "controller (`shoal up`, `shoal controller`)",
 )
 
 # -- the shoal command -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import typing
 # Runtime imports, not type-checking-only: the decorators' signatures are public, and
 # typing.get_type_hints() on them (tools, tests/test_options.py) evaluates these names.
 from collections.abc import Callable, Sequence  # noqa: TC003
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from runtime.define.definition import ATTR, Definition, definition_of
 from runtime.define.handles import Uses, is_handle_annotation
@@ -43,7 +43,7 @@ def function(
     concurrency: int = 8,
     min_workers: int = 0,
     max_workers: int = 4,
-    idle_timeout: float = 300.0,
+    idle_timeout: float | Literal["adaptive"] = "adaptive",
     uses: Sequence[type] = (),
     fuse: bool = False,
 ) -> Callable[[T], T]: ...
@@ -68,7 +68,9 @@ def function(
 
     Options: ``name``, ``subjects`` (extra trigger subjects), ``timeout`` (seconds per
     invocation), ``concurrency`` (in flight per worker), ``min_workers``/``max_workers``,
-    ``idle_timeout`` (seconds a worker stays warm), ``ack_wait`` and ``max_deliver``;
+    ``idle_timeout`` (seconds a worker stays warm; ``"adaptive"``, the default, learns from
+    the function's own idle times when to unload it and when to load it again ahead of the
+    next event: docs/keepalive.md), ``ack_wait`` and ``max_deliver``;
     ``retries`` re-runs a durable event whose handler raised or timed out, waiting
     ``backoff[n]`` seconds (JetStream's delayed redelivery), then dead-letters it.
 
@@ -265,7 +267,7 @@ def executor(
     timeout: float = 60.0,
     min_workers: int = 0,
     max_workers: int = 2,
-    idle_timeout: float = 600.0,
+    idle_timeout: float | Literal["adaptive"] = "adaptive",
 ) -> Callable[[type[T]], type[T]]:
     """Make a class a model executor: loaded once per executor worker, called with batches.
 
@@ -275,6 +277,9 @@ def executor(
     ``max_batch`` or ``max_wait_ms``; with ``latency_target_ms`` the batch size adapts to the
     measured service time to meet it. ``engine`` is "torch", "onnxruntime" or "custom";
     ``gpu`` and ``memory_mb`` declare resources; ``timeout`` bounds one item, end to end.
+    ``idle_timeout``: seconds an idle executor worker stays loaded, or ``"adaptive"`` (the
+    default): loaded while the handlers that call it are, and as its own history says, with
+    a fixed 600 s window until that history is representative (docs/keepalive.md).
     """
     # The signature above declares this decorator's options and defaults; each is a field of
     # an option group (tests/test_options.py checks which, and that the types agree).

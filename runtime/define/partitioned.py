@@ -24,7 +24,7 @@ import math
 # typing.get_type_hints() on them (tools, tests/test_options.py) evaluates these names.
 from collections.abc import Callable, Sequence  # noqa: TC003
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from runtime import config
 from runtime.define.decorator import ATTR, Definition
@@ -57,7 +57,7 @@ def partitioned(
     concurrency: int = 4,
     min_workers: int | None = None,
     max_workers: int | None = None,
-    idle_timeout: float = 600.0,
+    idle_timeout: float | Literal["adaptive"] = "adaptive",
     ack_wait: float = 30.0,
     max_deliver: int = 5,
     retries: int = 0,
@@ -71,7 +71,9 @@ def partitioned(
     that fits. ``channel`` is how intermediates travel: ``"auto"`` picks NATS or the object
     store per message with a cost model calibrated on the running cluster; ``"inline"`` and
     ``"object"`` force one. The pool starts from zero like any function and scales to its
-    widest plan on the first request (kept warm for ``idle_timeout``); ``min_workers`` keeps
+    widest plan on the first request, kept warm for ``idle_timeout`` seconds or, with
+    ``"adaptive"`` (the default), at its width only when its history says a request is due
+    (600 s until that history is representative); ``min_workers`` keeps
     workers warm with no request, e.g. ``max_partitions`` to never load the model on a
     request's path. Other options are those of :func:`~runtime.function`.
     """

@@ -28,20 +28,16 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.partitioned import check_plan, memory_budget
 from runtime.errors import PartitionLost, ShoalError, WorkerUnavailable
-from runtime.partition.dataplane import RESULT_STEP, DataPlane, new_run_id
+from runtime.partition.dataplane import RESULT_STEP, new_run_id
 from runtime.partition.messages import MalformedMessage, Reply, RunPartition, task_subject
+from runtime.partition.role import Role
 from runtime.wire import tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from anyio.abc import TaskGroup, TaskStatus
-    from nats.aio.client import Client as NATS
 
     from runtime.context import Context
     from runtime.partition.mailbox import Mailbox
-    from runtime.partition.peers import Peers
-    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.partitions")
 
@@ -50,29 +46,12 @@ WAIT_FOR_WORKERS = 15.0  # seconds a request waits for enough ready workers
 DRAIN_GRACE = 5.0  # seconds a failed run's cleanup waits for its live partitions to stop
 
 
-class Coordinator:
+class Coordinator(Role):
     """Runs requests to ``instance`` (a partitioned model) over the workers ``peers`` knows."""
 
-    def __init__(
-        self,
-        nc: NATS,
-        spec: FunctionSpec,
-        worker_id: str,
-        instance: Any,
-        plane: DataPlane,
-        peers: Peers,
-        *,
-        on_idle: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.nc = nc
-        self.spec = spec
-        self.worker_id = worker_id
-        self.instance = instance
-        self.plane = plane
-        self.peers = peers
-        self.budget = memory_budget(spec)
+    def _start(self) -> None:
+        self.budget = memory_budget(self.spec)
         self.cleanups = 0  # failed runs still being cleaned up
-        self._on_idle = on_idle  # called as each cleanup ends
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -77,6 +77,7 @@ class DataPlane:
         self._chunks = Chunks()  # payloads arriving in chunks
         self._object_failed_at = -OBJECT_RETRY_AFTER
         self._sub: Any = None
+        self.sent_bytes = {"inline": 0, "object": 0}  # payload bytes sent, for metrics
         self.cost_updated = anyio.Event()  # set (and renewed) each time the model changes
 
     def set_cost(self, model: CostModel) -> None:
@@ -212,8 +213,11 @@ class DataPlane:
             else:
                 hdrs[KIND] = "ref"
                 await self.nc.publish(subject, pack(ref.to_wire()), headers=hdrs)
+                self.sent_bytes["object"] += len(body)
                 return Sent(len(body), 1, 1)
-        return Sent(len(body), await publish_inline(self.nc, subject, body, hdrs), 0)
+        sent = Sent(len(body), await publish_inline(self.nc, subject, body, hdrs), 0)
+        self.sent_bytes["inline"] += len(body)
+        return sent
 
     async def send_error(
         self, worker: str, run: str, src: int, dst: int, error: ShoalError

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from runtime.errors import PartitionLost, ShoalError
-from runtime.partition.dataplane import RESULT_STEP, DataPlane
+from runtime.partition.dataplane import RESULT_STEP
 from runtime.partition.messages import (
     MalformedMessage,
     Ping,
@@ -25,45 +25,24 @@ from runtime.partition.messages import (
     read_task,
     task_subject,
 )
+from runtime.partition.role import Role
 from runtime.partition.shard import Shard
 from runtime.wire import logstream, tracing
 from runtime.wire.failure import function_error
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from anyio.abc import TaskGroup, TaskStatus
-    from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from runtime.partition.peers import Peers
-    from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.partitions")
 
 
-class PartitionServer:
+class PartitionServer(Role):
     """Takes the partitions handed to one worker and serves each with ``instance.shard``."""
 
-    def __init__(
-        self,
-        nc: NATS,
-        spec: FunctionSpec,
-        worker_id: str,
-        instance: Any,
-        plane: DataPlane,
-        peers: Peers,
-        *,
-        on_idle: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.nc = nc
-        self.spec = spec
-        self.worker_id = worker_id
-        self.instance = instance
-        self.plane = plane
-        self.peers = peers
+    def _start(self) -> None:
         self.draining = False  # refuse new partitions
-        self._on_idle = on_idle  # called as each partition ends
         self._inflight = 0
         self._idle_since = time.monotonic()
         self._tg: TaskGroup | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runtime.errors import DefinitionError
 
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 ENGINES = ("torch", "onnxruntime", "custom")
 CHANNELS = ("auto", "inline", "object")
+# idle_timeout="adaptive": keep-alive and pre-warm windows learned from the function's own
+# history (docs/keepalive.md); until it is representative, the fixed window below.
+ADAPTIVE: Literal["adaptive"] = "adaptive"
+FALLBACK_IDLE_S = 300.0  # functions' fixed window under "adaptive"
+FALLBACK_IDLE_S_POOLED = 600.0  # executors' and partitioned pools' (their models load slowly)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class Scaling:
     concurrency: int = 8  # invocations in flight per worker
     min_workers: int = 0  # kept warm even when idle
     max_workers: int = 4  # cluster-wide ceiling for scale-out
-    idle_timeout: float = 300.0  # seconds a worker stays warm with nothing to do
+    # Seconds a worker stays warm with nothing to do, or "adaptive": learned per function.
+    idle_timeout: float | Literal["adaptive"] = ADAPTIVE
 
     def check_scaling(self) -> None:
         _int_at_least("concurrency", self.concurrency, 1)
@@ -68,8 +74,11 @@ class Scaling:
             raise DefinitionError(
                 f"max_workers must be an int >= max(1, min_workers), got {self.max_workers!r}"
             )
-        if not isinstance(self.idle_timeout, int | float) or self.idle_timeout < 0:
-            raise DefinitionError(f"idle_timeout must be seconds >= 0, got {self.idle_timeout!r}")
+        t = self.idle_timeout
+        if t != ADAPTIVE and (isinstance(t, bool) or not isinstance(t, int | float) or t < 0):
+            raise DefinitionError(
+                f'idle_timeout must be "{ADAPTIVE}" or seconds >= 0, got {self.idle_timeout!r}'
+            )
 
 
 @dataclass(frozen=True)

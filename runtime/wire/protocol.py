@@ -36,6 +36,7 @@ WORKERS_BUCKET = "shoal_workers"
 CONTROLLERS_BUCKET = "shoal_controllers"
 CANCEL_BUCKET = "shoal_cancel"  # request ids asked to be cancelled
 DATAPLANE_BUCKET = "shoal_dataplane"  # the cluster's calibrated cost model for intermediates
+IDLE_HISTORY_BUCKET = "shoal_idle_history"  # functions' idle times (docs/keepalive.md)
 REDRIVE = "Shoal-Redrive"  # on a re-driven dead letter: how many times it was re-driven
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")

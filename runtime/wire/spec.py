@@ -12,7 +12,16 @@ import msgpack
 
 from runtime.errors import DefinitionError
 from runtime.wire import protocol
-from runtime.wire.options import Batching, Delivery, Partitioning, Resources, Scaling
+from runtime.wire.options import (
+    ADAPTIVE,
+    FALLBACK_IDLE_S,
+    FALLBACK_IDLE_S_POOLED,
+    Batching,
+    Delivery,
+    Partitioning,
+    Resources,
+    Scaling,
+)
 
 _SUBJECT_TOKEN_RE = re.compile(r"^[^\s.*>]+$")
 
@@ -26,6 +35,9 @@ _WIRE_ORDER = (
     *("kind", "engine", "gpu", "memory_mb", "max_batch", "max_wait_ms", "latency_target_ms"),
     *("partitions", "channel", "worker_memory_mb", "module", "attr", "code_sha", "extra"),
 )
+# idle_timeout="adaptive" is written as the fixed fallback window (a number, where releases
+# before it expect one: they run that fixed window) and this key, last.
+_KEEPALIVE_KEY = "keepalive"
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,21 @@ class FunctionSpec(Resources, Partitioning, Batching, Scaling, Delivery):
         return hashlib.sha256(self.to_bytes()).hexdigest()[:12]
 
     @property
+    def adaptive(self) -> bool:
+        """Whether the keep-alive policy learns this function's windows (docs/keepalive.md)."""
+        return self.idle_timeout == ADAPTIVE
+
+    @property
+    def fixed_idle_s(self) -> float:
+        """The fixed keep-alive window: ``idle_timeout`` when it is a number; under
+        "adaptive", the window used while the history is not representative (300 s for a
+        function, 600 s for an executor or a partitioned pool: their models load slowly)."""
+        if not self.adaptive:
+            return float(self.idle_timeout)
+        pooled = self.kind == "executor" or self.partitions > 0
+        return FALLBACK_IDLE_S_POOLED if pooled else FALLBACK_IDLE_S
+
+    @property
     def stream(self) -> str:
         return protocol.stream_name(self.name)
 
@@ -79,11 +106,16 @@ class FunctionSpec(Resources, Partitioning, Batching, Scaling, Delivery):
         d["backoff"] = list(self.backoff)
         ordered = {k: d.pop(k) for k in _WIRE_ORDER}
         ordered.update(d)
+        if self.adaptive:
+            ordered["idle_timeout"] = self.fixed_idle_s
+            ordered[_KEEPALIVE_KEY] = ADAPTIVE
         return msgpack.packb(ordered, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FunctionSpec:
         d = msgpack.unpackb(data, raw=False)
+        if d.get(_KEEPALIVE_KEY) == ADAPTIVE:
+            d["idle_timeout"] = ADAPTIVE
         known = {f.name for f in dataclasses.fields(cls)}
         # Ignore fields from newer versions so old and new controllers interoperate.
         d = {k: v for k, v in d.items() if k in known}

@@ -94,6 +94,7 @@ async def serve(
         await invoker.start()
         serving = Worker(nc, invoker, settings)
         serving.partitions = partitions
+        serving.figures.dataplane = partitions.plane.sent_bytes  # the same dict: always current
         phases["setup"] = time.perf_counter() - mark
         serving.startup = phases
         return serving

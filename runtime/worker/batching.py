@@ -20,6 +20,7 @@ import anyio.to_thread
 from runtime.errors import FunctionError, ShoalError
 from runtime.wire import tracing
 from runtime.wire.failure import function_error, with_user_frames
+from runtime.wire.figures import BATCH_BOUNDS, Histogram
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +53,7 @@ class BatchStats:
     cap: int = 0
     first_batch: float | None = None  # seconds the very first batch took (a cold model)
     busy: float = 0.0  # seconds spent running batches
+    sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BOUNDS))  # for metrics
 
     @property
     def mean(self) -> float:
@@ -212,6 +214,7 @@ class Batcher:
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
+            self.stats.sizes.observe(len(batch))
             self.stats.running = 0
             for p in batch:
                 p.done.set()

@@ -32,6 +32,7 @@ class ExecutorWorker(Serving):
     ) -> None:
         super().__init__(nc, spec, settings)
         self.batcher = batcher
+        self.figures.batch = batcher.stats.sizes  # the same object: always current
         self._inflight = 0
         self._idle_since = time.monotonic()
         self._drained = anyio.Event()
@@ -82,6 +83,7 @@ class ExecutorWorker(Serving):
         self._tg.start_soon(self._handle, msg)
 
     async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
         try:
             headers = msg.headers or {}
             request_id = headers.get(protocol.REQUEST_ID) or ""
@@ -98,11 +100,13 @@ class ExecutorWorker(Serving):
                     item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
                     value = await self.batcher.submit(item)
                     reply = answer.ok(value, "msgpack", traceparent=span.traceparent)
+                    self.figures.invoked(time.perf_counter() - started)
                 except ShoalError as e:
                     span.record_error(e, e.message)
                     keep = self.settings.error_tracebacks
                     err = without_traceback(e, keep)
                     reply = answer.error(err, "msgpack", traceparent=span.traceparent)
+                    self.figures.invoked(time.perf_counter() - started, e)
             if msg.reply:  # an item's answer goes to one handler: no request id of its own
                 await self.nc.publish(msg.reply, reply.body, headers=reply.headers)
             self.served += 1

@@ -195,6 +195,7 @@ class Worker(Serving):
         content_type = headers.get(protocol.CONTENT_TYPE)
         enc = codec.encoding_of(content_type)
         key = protocol.result_key(request_id)
+        started = time.perf_counter()
         try:
             event, enc = codec.decode(msg.data, content_type)
             ctx = Context(request_id, self.spec.name, msg.subject, headers, attempt, durable)
@@ -216,10 +217,12 @@ class Worker(Serving):
                     "and return its reference",
                     request_id=request_id,
                 )
+            self.figures.invoked(time.perf_counter() - started)
             return make_result(request_id, self.spec.name, True, value, enc), reply, None
         except ShoalError as e:
             e.request_id = request_id
             without_traceback(e, self.settings.error_tracebacks)
+            self.figures.invoked(time.perf_counter() - started, e, request_id)
             result = make_result(request_id, self.spec.name, False, e.to_wire(), enc)
             return result, answer.of_result(result), e
 
@@ -233,6 +236,7 @@ class Worker(Serving):
 
     async def _dead_letter(self, **letter: Any) -> None:
         # Best effort: the answer and the stored result matter more than the copy kept here.
+        self.figures.dead_letters += 1
         try:
             await dead_letter(self.nc.jetstream(), **letter)
         except Exception as e:
@@ -276,6 +280,7 @@ class Worker(Serving):
             assert self._results is not None
             attempt = meta.num_delivered
             if attempt > 1:
+                self.figures.redeliveries += 1
                 # A redelivery whose first run finished but was never acknowledged: answer
                 # from the stored result instead of running the function twice.
                 prior = await self._results.get(request_id)

@@ -17,6 +17,7 @@ from runtime import config
 from runtime.launch import LaunchEnv
 from runtime.wire import protocol
 from runtime.wire.connection import kv
+from runtime.wire.figures import WorkerFigures
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,6 +83,7 @@ class Serving:
         self.settings = settings
         self.served = 0
         self.startup: dict[str, float] = {}  # cold-start phases, seconds
+        self.figures = WorkerFigures()  # counted here, sent in heartbeats (controller.figures)
         self._stop = anyio.Event()
         self._registry: KeyValue | None = None
         self._key = worker_key(spec.name, settings.worker_id)
@@ -108,6 +110,7 @@ class Serving:
                 "served": self.served,
                 "startup": {k: round(v, 4) for k, v in self.startup.items()},
                 **self.load(),
+                "figures": self.figures.snapshot(),
             }
         )
 
@@ -120,6 +123,9 @@ class Serving:
         with anyio.CancelScope(shield=True):
             try:
                 if self._registry is not None:
+                    # The last figures first (heartbeats stop while draining): the
+                    # controller keeps them in its totals once the entry is gone.
+                    await self._registry.put(self._key, self._info("draining"))
                     await self._registry.delete(self._key)
             except Exception as e:  # the entry expires on its own anyway
                 log.debug("deregistering %s: %s", self._key, e)

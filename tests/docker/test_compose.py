@@ -53,7 +53,7 @@ IMAGES = (
     "shoal-handler",
     "shoal-executor",
 )
-PORTS = (4222, 8222, 8333)
+PORTS = (4222, 8222, 8333, 9464)  # 9464: the controller's status page and /metrics
 URL = "nats://127.0.0.1:4222"
 COMPOSE_TIMEOUT = 300.0  # seconds for one compose command (up builds nothing: images exist)
 GRACE = "10"  # `down -t`: every service stops on SIGTERM (weed under init), well within it

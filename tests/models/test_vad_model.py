@@ -2,7 +2,8 @@
 
 Needs silero-vad (with torch) and onnxruntime; skipped where they are not installed. The speech
 is a committed espeak-ng recording (data/speech.wav, made by data/make_speech.py); where
-espeak-ng is installed, a freshly synthesized longer clip joins the batch.
+espeak-ng is installed, a freshly synthesized longer clip joins the batch. The function served
+whole, in process (runtime.testing.TestApp): the last test here.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ silero_vad = pytest.importorskip("silero_vad")
 from functions import vad as V  # noqa: E402
 from runtime import InvalidPayload  # noqa: E402
 from runtime.define.decorator import definition_of  # noqa: E402
+from runtime.testing import TestApp  # noqa: E402
 from runtime.wire import codec  # noqa: E402
 from tests.models.data import make_speech  # noqa: E402
 
@@ -366,3 +368,13 @@ def test_handler_side_does_not_import_torch_or_onnxruntime():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_in_process_with_its_executor():
+    async with TestApp(V.vad, encoding="msgpack") as app:
+        got = await app.call({"audio": FIXTURE.read_bytes()})
+        with pytest.raises(InvalidPayload, match="either"):
+            await app.call({"audio": b"", "audio_b64": ""})
+    assert got["duration"] > 0 and got["speech"]  # the recording holds speech
+    assert all(0 <= start < end <= got["duration"] for start, end in got["speech"])

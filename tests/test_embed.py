@@ -1,4 +1,5 @@
-"""embed served end to end: handler and executor in separate processes, the handler light."""
+"""functions/embed.py served end to end (handler and executor in separate processes, the
+handler light), and in process with TestApp (the handler and its executor, set up once)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from runtime import Client, InvalidPayload
+from runtime.testing import TestApp
 from tests.conftest import FUNCTIONS, Cluster, wait_workers
 
 pytestmark = [
@@ -53,3 +55,17 @@ async def test_embed_split_serves_and_the_handler_stays_light(cluster: Cluster) 
     with pytest.raises(InvalidPayload):
         await client.call("embed", {"txt": "typo"}, timeout=60)
     assert (await client.call("embed", {"text": "still serving"}, timeout=60))["embedding"]
+
+
+async def test_embed_in_process_with_its_executor() -> None:
+    from functions import embed
+
+    async with TestApp(embed.embed) as app:
+        one = await app.call({"text": "a cat sat on the mat"})
+        many = await app.call({"texts": ["a cat sat on the mat", "stock prices fell"]})
+        with pytest.raises(InvalidPayload, match='"texts"\\[1\\] must be a string'):
+            await app.call({"texts": ["a", None]})
+    vectors = np.array(many["embeddings"])
+    assert vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(one["embedding"], vectors[0], atol=1e-5)  # batched or alone, the same

@@ -1,4 +1,5 @@
-"""radixnet served partitioned on a real cluster: the same answer as one process computes."""
+"""functions/radixnet.py served partitioned, on a real cluster and in process (TestApp): the
+same answer as the monolithic reference computes. Its pieces alone: test_radixnet_math.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import uuid
 import pytest
 
 from controller import deploy_file
-from runtime import Client, ModelTooLarge
+from functions import radixnet as R
+from runtime import Client, InvalidPayload, ModelTooLarge
+from runtime.testing import TestApp
 from tests.conftest import FUNCTIONS, Cluster, S3Server
 from tests.test_partitioned import leftovers, use_store
 
@@ -72,3 +75,28 @@ async def test_radixnet_over_either_channel(
     assert out == local_model().reference(1024, 12, 32, 3)
     assert (stats.get("objects", 0) > 0) == (channel == "object"), stats
     assert leftovers(s3_server, bucket) == []
+
+
+async def test_in_process_radixnet_equals_the_monolithic_reference() -> None:
+    """plan, every partition's shard on a worker of its own, combine: in this process, every
+    payload encoded as the data plane sends it."""
+    base = {"neurons": 1024, "layers": 5, "batch": 20, "seed": 2}
+    expected = R.reference(1024, 5, 20, 2)
+    async with TestApp(R.RadixNet) as app:
+        assert await app.call(base | {"partitions": 1}) == expected
+        for parts, partitioner in [(3, "good"), (4, "random")]:
+            request = base | {"partitions": parts, "partitioner": partitioner, "stats": True}
+            got = await app.call(request)
+            stats = got.pop("stats")
+            assert got == expected, (parts, partitioner)
+            assert stats["partitions"] == parts and stats["messages"] == 5 * parts * (parts - 1)
+            assert stats["bytes_moved"] > 0 and stats["values_moved"] > 0
+            assert stats["objects"] == 0
+            assert stats["model_bytes"] == sum(s["model_bytes"] for s in stats["shards"])
+        request = {"neurons": 1024, "layers": 12, "batch": 32, "seed": 3, "partitions": 3}
+        assert await app.call(request) == R.reference(1024, 12, 32, 3)
+        too_big = {"neurons": 4096, "layers": 120, "batch": 16, "seed": 1, "partitions": 1}
+        with pytest.raises(ModelTooLarge, match=r"partitions=2 or more"):
+            await app.call(too_big)
+        with pytest.raises(InvalidPayload, match=r'"partitions" must be in 1\.\.8'):
+            await app.call(base | {"partitions": 9})
