@@ -1,11 +1,16 @@
 """Invocation overhead: Shoal's two paths against a raw nats-py responder on the same server.
 
+    python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--tracing both]
     python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--metrics both]
 
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), and a Shoal controller that spawns echo workers as processes. Measures, in one run:
   (a) raw request/reply,  (b) fn.echo.call,  (c) durable fn.echo with Shoal-Reply-To, end to end,
 sequentially and with N requests in flight, and prints p50/p99, throughput and ratios to (a).
+
+``--tracing on`` exports the workers' spans over OTLP/HTTP to a receiver in this process
+(``OTEL_EXPORTER_OTLP_ENDPOINT``); ``--tracing both`` runs the whole measurement twice, off
+then on, each on a fresh server, and prints both tables (trace context travels either way).
 
 ``--metrics both`` (the default) measures twice in the same run, against the same server: with
 the controller's metrics off (``SHOAL_METRICS_ADDR=off``), then on, with /metrics scraped every
@@ -141,6 +146,25 @@ Row = tuple[str, list[float], list[float], float]  # label, sequential, concurre
 
 
 async def main(args: argparse.Namespace) -> None:
+    modes = ["off", "on"] if args.tracing == "both" else [args.tracing]
+    for mode in modes:
+        if mode == "off":
+            print("\n== tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)")
+            await measure_all(args)
+            continue
+        from tests.otlp import Receiver
+
+        with Receiver() as receiver:
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint  # workers inherit it
+            print(f"\n== tracing on (spans exported to {receiver.endpoint})")
+            try:
+                await measure_all(args)
+            finally:
+                del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            print(f"spans received: {len(receiver.spans())}")
+
+
+async def measure_all(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     server, raw = start_baseline(tmp)
     nc = await connect(server.url, name="bench")
@@ -273,6 +297,7 @@ if __name__ == "__main__":
     p.add_argument("--n", type=int, default=2000, help="sequential requests per path")
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each concurrent run")
     p.add_argument("--inflight", type=int, default=64)
+    p.add_argument("--tracing", choices=("off", "on", "both"), default="off")
     p.add_argument(
         "--metrics",
         choices=("both", "on", "off"),

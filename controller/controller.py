@@ -26,7 +26,7 @@ from runtime import config
 from runtime.launch import LaunchEnv
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
-from runtime.wire import protocol
+from runtime.wire import logstream, protocol
 from runtime.wire.connection import kv
 
 from .adaptive import KeepAlive
@@ -133,6 +133,7 @@ class Controller:
         self.workers = InfoView(workers_kv, also=self.figures.apply)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
+        await _ensure_logs(self.js)
         info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
         exhausted: Subscription | None = None
         try:
@@ -392,3 +393,11 @@ async def _quietly(awaitable: Any) -> None:
         await awaitable
     except Exception as e:
         log.debug("ignored during cleanup: %s", e)
+
+
+async def _ensure_logs(js: Any) -> None:
+    """The stream workers publish their log lines to (``shoal logs`` reads it)."""
+    try:
+        await logstream.ensure_stream(js, config.LOGS_MAX_AGE.get(), config.LOGS_MAX_BYTES.get())
+    except Exception as e:  # the cluster runs on; only `shoal logs` goes without
+        log.warning("cannot make the %s stream: %s", logstream.STREAM, e)

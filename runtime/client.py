@@ -10,7 +10,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
 
 from runtime.errors import FunctionNotFound, ResultNotFound, WorkerUnavailable
-from runtime.wire import answer, codec, protocol
+from runtime.wire import answer, codec, protocol, tracing
 from runtime.wire.connection import connect, kv
 from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore
@@ -55,7 +55,8 @@ class Client:
         request_id: str | None = None,
     ) -> Any:
         """Invoke ``function`` on ``fn.<name>.call`` and return its result, or raise its error."""
-        headers = {protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding]}
+        # Inside a traced invocation (a handler calling another function), the trace goes on.
+        headers = tracing.inject({protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding]})
         if request_id:
             headers[protocol.MSG_ID] = request_id
         try:
@@ -101,10 +102,9 @@ class Client:
             else protocol.event_subject(subject_or_function)
         )
         request_id = request_id or answer.new_request_id()
-        headers = {
-            protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding],
-            protocol.MSG_ID: request_id,
-        }
+        headers = tracing.inject(
+            {protocol.CONTENT_TYPE: codec.CONTENT_TYPES[encoding], protocol.MSG_ID: request_id}
+        )
         if reply_to:
             headers[protocol.REPLY_TO] = reply_to
         await self.nc.jetstream().publish(subject, codec.encode(event, encoding), headers=headers)

@@ -6,6 +6,7 @@ import math
 from typing import Any, ClassVar
 
 MAX_MESSAGE = 4096  # characters of an error message sent on the wire
+MAX_TRACEBACK = 8192  # characters of a traceback sent on the wire (its last ones are kept)
 
 
 class ShoalError(Exception):
@@ -20,22 +21,42 @@ class ShoalError(Exception):
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+        #: Where the user's code raised it: the handler's (or executor's) own frames, as
+        #: ``traceback`` prints them; None when not known or turned off
+        #: (``SHOAL_ERROR_TRACEBACKS=0``). On the wire only when set.
+        self.traceback: str | None = None
+        #: The exception type the user's code raised (``ValueError``), behind a
+        #: ``FunctionError``; None otherwise.
+        self.cause_type: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         message = self.message
         if len(message) > MAX_MESSAGE:  # an error must always fit in its answer
             message = message[:MAX_MESSAGE] + f"... ({len(self.message)} characters)"
-        return {
+        wire: dict[str, Any] = {
             "type": type(self).__name__,
             "code": self.code,
             "message": message,
             "request_id": self.request_id,
         }
+        if self.cause_type is not None:
+            wire["cause"] = self.cause_type
+        if self.traceback:
+            tb = self.traceback
+            if len(tb) > MAX_TRACEBACK:  # the innermost frames and the error line matter most
+                tb = f"... ({len(tb) - MAX_TRACEBACK} characters left out)\n" + tb[-MAX_TRACEBACK:]
+            wire["traceback"] = tb
+        return wire
 
     @staticmethod
     def from_wire(body: dict[str, Any]) -> ShoalError:
         cls = _BY_CODE.get(str(body.get("code")), ShoalError)
         err = cls(str(body.get("message", "")), request_id=body.get("request_id"))
+        tb, cause = body.get("traceback"), body.get("cause")
+        err.traceback = tb if isinstance(tb, str) else None
+        err.cause_type = cause if isinstance(cause, str) else None
+        if err.traceback:  # printed with the error where it is raised again (a client)
+            err.add_note(f"The function's traceback, as it was answered:\n{err.traceback}")
         return err
 
 

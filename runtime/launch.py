@@ -34,6 +34,10 @@ _VARS: dict[str, config.Var[Any]] = {
     "heartbeat": config.HEARTBEAT,
     "log_level": config.LOG_LEVEL,
     "results_ttl": config.RESULTS_TTL,
+    "error_tracebacks": config.ERROR_TRACEBACKS,
+    "log_format": config.LOG_FORMAT,
+    "publish_logs": config.LOGS_PUBLISH,
+    "otlp_endpoint": config.OTLP_ENDPOINT,
 }
 # Variables passed on as they are: the worker's NATS identity, and the object store's.
 CREDENTIALS = frozenset(config.NATS_AUTH_VARS)
@@ -54,6 +58,10 @@ class LaunchEnv:
     heartbeat: float | None = None  # seconds between its liveness reports
     log_level: str | None = None
     results_ttl: float | None = None
+    error_tracebacks: bool | None = None  # answers carry the user's traceback
+    log_format: str | None = None  # text | json
+    publish_logs: bool | None = None  # to the SHOAL_LOGS stream
+    otlp_endpoint: str | None = None  # where spans are exported (OTLP/HTTP)
     credentials: Mapping[str, str] = field(default_factory=dict)  # its own SHOAL_NATS_*
     storage: Mapping[str, str] = field(default_factory=dict)  # SHOAL_S3_*
 
@@ -69,7 +77,10 @@ class LaunchEnv:
         for name, var in _VARS.items():
             value = getattr(self, name)
             if value is not None:
-                env[var.name] = repr(value) if isinstance(value, float) else str(value)
+                if isinstance(value, bool):
+                    env[var.name] = "1" if value else "0"
+                else:
+                    env[var.name] = repr(value) if isinstance(value, float) else str(value)
         return {**env, **self.credentials, **self.storage}
 
     @classmethod
@@ -86,12 +97,17 @@ class LaunchEnv:
     @classmethod
     def inherited(cls, env: config.Env | None = None) -> LaunchEnv:
         """What a controller passes on of its own settings to workers that inherit nothing
-        (containers): log level, heartbeat, results TTL, the object store."""
+        (containers): log level and format, heartbeat, results TTL, tracebacks in answers, log
+        publishing, the OTLP endpoint, the object store."""
         whole = cls.from_env(env)
         return cls(
             heartbeat=whole.heartbeat,
             log_level=whole.log_level,
             results_ttl=whole.results_ttl,
+            error_tracebacks=whole.error_tracebacks,
+            log_format=whole.log_format,
+            publish_logs=whole.publish_logs,
+            otlp_endpoint=whole.otlp_endpoint,
             storage=whole.storage,
         )
 

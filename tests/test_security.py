@@ -25,7 +25,7 @@ import pytest
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher, deploy_file
 from runtime import Client
 from runtime.bundles.store import kv_limit
-from runtime.wire import protocol
+from runtime.wire import logstream, protocol
 from runtime.wire.connection import NatsAuth, NatsRefused, connect, kv
 from tests.conftest import FAST, FNS, FUNCTIONS, controller_settings
 from tests.test_bundles import BIG, write
@@ -434,6 +434,9 @@ async def test_client_role_is_refused_internal_subjects(plain: Secured) -> None:
             "$JS.API.STREAM.INFO.KV_shoal_results": b"",
             "$JS.API.STREAM.MSG.GET.KV_shoal_results": json.dumps({"last_by_subj": key}).encode(),
             f"$JS.API.DIRECT.GET.KV_shoal_results.{key}": b"",
+            # Nor the workers' log lines.
+            "$JS.API.STREAM.INFO.SHOAL_LOGS": b"",
+            "$JS.API.STREAM.MSG.GET.SHOAL_LOGS": json.dumps({"seq": 1}).encode(),
         }
 
         async def refused(subject: str, payload: bytes) -> None:
@@ -575,3 +578,26 @@ async def test_a_command_the_role_may_not_use_says_so(roles: tuple[Secured, NATS
         assert "Traceback" not in refused.stderr
     wrong = await ashoal("status", env={**env, "SHOAL_NATS_PASSWORD": "wrong"})
     assert wrong.returncode == Exit.REFUSED and "Traceback" not in wrong.stderr
+
+
+@pytest.mark.parametrize("secured", ["password"], indirect=True)
+async def test_worker_logs_reach_the_controller_role(roles: tuple[Secured, NATS]) -> None:
+    """Workers publish their lines under the worker role; the controller role reads them."""
+    secured, controller_nc = roles
+    await deploy_file(controller_nc, FNS / "chatty.py")
+    nc = await secured.connect("client")
+    try:
+        with anyio.fail_after(30):
+            assert await Client(nc).call("chatty", {"n": 7}, request_id="logged-7") == 7
+        js = controller_nc.jetstream()
+        sub = await js.subscribe(logstream.function_subjects("chatty"), ordered_consumer=True)
+        lines: list[dict[str, Any]] = []
+        with anyio.fail_after(20):
+            while not any(line.get("message") == "printed 7" for line in lines):
+                lines += logstream.decode_lines((await sub.next_msg(timeout=20)).data)
+        await sub.unsubscribe()
+        printed = next(line for line in lines if line.get("message") == "printed 7")
+        assert printed["request_id"] == "logged-7" and printed["stream"] == "stdout"
+        assert await secured.violations(nc) == []
+    finally:
+        await nc.close()

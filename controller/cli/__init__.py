@@ -9,7 +9,8 @@ documented in README.
 - :mod:`.common`: exit codes, errors as lines, logging, the bounded NATS connection
 - :mod:`.functions`: ``deploy``, ``rm``, ``status``
 - :mod:`.invocations`: ``invoke``, ``result``, ``cancel``
-- :mod:`.dlq`: ``dlq list``, ``dlq redrive``
+- :mod:`.dlq`: ``dlq list``, ``dlq show``, ``dlq redrive``
+- :mod:`.logs`: ``logs``
 - :mod:`.serve`: ``up``, ``controller``, ``calibrate``
 """
 
@@ -22,7 +23,7 @@ import anyio
 
 from runtime import __version__
 
-from . import dlq, functions, invocations, serve
+from . import dlq, functions, invocations, logs, serve
 from .common import CliError, Commands, Exit, fail, setup_logging, unwrap
 
 __all__ = ["CliError", "Exit", "main", "parser"]
@@ -75,4 +76,5 @@ def parser() -> argparse.ArgumentParser:
     functions.register(commands)
     invocations.register(commands)
     dlq.register(commands)
+    logs.register(commands)
     return p

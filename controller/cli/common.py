@@ -18,6 +18,7 @@ import nats.errors
 
 from runtime import config
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError
+from runtime.wire import logstream
 from runtime.wire.connection import NatsAuth, NatsRefused, connect, redact
 
 if TYPE_CHECKING:
@@ -121,11 +122,15 @@ def setup_logging(args: argparse.Namespace) -> None:
     line per worker they start. ``-v`` shows everything, libraries included."""
     level = config.LOG_LEVEL.get() or ("INFO" if args.verbose else "WARNING")
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if args.verbose
-        else _PlainFormatter()
-    )
+    if config.LOG_FORMAT.get() == "json":  # one JSON object per line, for log collectors
+        handler.setFormatter(logstream.JsonFormatter())
+        handler.addFilter(logstream.ContextFilter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            if args.verbose
+            else _PlainFormatter()
+        )
     logging.basicConfig(level=level, handlers=[handler], force=True)
     if not args.verbose:
         # Library chatter (urllib3's retries while S3 starts, nats-py's reconnects): -v.

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from controller import lookup
 from runtime.client import Client
 from runtime.errors import FunctionNotFound, ResultNotFound, ShoalError, WorkerUnavailable
 
@@ -23,7 +24,11 @@ def register(commands: Commands) -> None:
     inv.add_argument("--id", help="request id (Nats-Msg-Id)")
     inv.add_argument("--timeout", type=float, default=60.0)
 
-    res = commands.add("result", result, "print the stored result of a request id")
+    res = commands.add(
+        "result",
+        result,
+        "print a request's result, or where it stands: queued, running, expired or unknown",
+    )
     res.add_argument("request_id")
     res.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -74,16 +79,37 @@ def error_exit(wire: Any) -> Exit:
     return Exit.FUNCTION_ERROR
 
 
+# What `shoal result` says of a request that has no result (yet, or any more).
+NOT_DONE = {
+    lookup.QUEUED: "queued: stored in {function}'s stream, not yet delivered to a worker",
+    lookup.RUNNING: "running on {where}",
+    lookup.EXPIRED: "expired: it ran, but its result is kept SHOAL_RESULTS_TTL seconds only",
+    lookup.UNKNOWN: "unknown: never seen here, or its result expired long ago",
+}
+
+
 async def result(args: argparse.Namespace) -> None:
     async with connected(args, "shoal-result") as nc:
-        stored = await Client(nc).result(args.request_id)
+        found = await lookup.request_state(nc, args.request_id)
+    stored = found.result
     if stored is None:
-        raise CliError(
-            Exit.NOT_FOUND,
-            f"error: no result stored for {args.request_id!r} (unknown, still running, or expired)",
+        # One JSON object on stdout, the state in words on stderr; not found: exit 3.
+        print(json.dumps(found.to_json()))
+        where = (
+            f"worker {found.worker} of {found.function}"
+            if found.worker
+            else f"{found.function} ({found.detail})"
         )
+        line = NOT_DONE[found.state].format(function=found.function, where=where)
+        if found.dead_letter is not None:
+            line += f"; its dead letter: shoal dlq show {found.dead_letter}"
+        print(f"{args.request_id}: {line}", file=sys.stderr)
+        if found.state in (lookup.UNKNOWN, lookup.EXPIRED):
+            raise CliError(Exit.NOT_FOUND)
+        return
     body = {
         "request_id": stored.request_id,
+        "state": found.state,
         "function": stored.function,
         "ok": stored.ok,
         "result" if stored.ok else "error": stored.value,
@@ -92,7 +118,15 @@ async def result(args: argparse.Namespace) -> None:
     # One JSON object either way: --json is accepted so every reading command takes it.
     print(json.dumps(body, default=repr))
     if not stored.ok:
+        _print_traceback(stored.value)
         raise CliError(Exit.FUNCTION_ERROR)
+
+
+def _print_traceback(wire: Any) -> None:
+    """A failed request's traceback, as the function raised it, for a person to read."""
+    tb = wire.get("traceback") if isinstance(wire, dict) else None
+    if isinstance(tb, str) and tb:
+        print(tb, file=sys.stderr)
 
 
 async def cancel(args: argparse.Namespace) -> None:

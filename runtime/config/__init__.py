@@ -164,6 +164,56 @@ LOG_LEVEL = var(
     shown_default="worker: `INFO`; `shoal`: `WARNING` (`INFO` with `-v`)",
 )
 
+# -- what a worker tells about itself: errors, logs, traces ---------------------------------
+
+ERROR_TRACEBACKS = var(
+    "SHOAL_ERROR_TRACEBACKS",
+    BOOL,
+    True,
+    "a failed invocation's answer and stored result carry the user's traceback; 0 for "
+    "production (logs keep it)",
+    "worker",
+)
+LOG_FORMAT = var(
+    "SHOAL_LOG_FORMAT",
+    choice("text", "json"),
+    "text",
+    "log lines as text, or one JSON object per line",
+    "`shoal`, worker",
+)
+LOGS_PUBLISH = var(
+    "SHOAL_LOGS",
+    BOOL,
+    True,
+    "workers publish their log lines and output to the `SHOAL_LOGS` stream",
+    "worker",
+)
+LOGS_MAX_AGE = var(
+    "SHOAL_LOGS_MAX_AGE",
+    SECONDS,
+    3600.0,
+    "seconds the `SHOAL_LOGS` stream keeps a line (set as the stream is made)",
+    "controller",
+)
+LOGS_MAX_BYTES = var(
+    "SHOAL_LOGS_MAX_BYTES",
+    integer(1, "a whole number of bytes, 1 or more"),
+    256 * 1024 * 1024,
+    "bytes the `SHOAL_LOGS` stream keeps, oldest dropped first (set as the stream is made)",
+    "controller",
+)
+OTLP_ENDPOINT = _optional(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OpenTelemetry's OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`): spans are exported "
+    "there; unset: none are (trace context still travels)",
+    "worker (launchers pass it on)",
+)
+OTEL_SERVICE_NAME = _optional(
+    "OTEL_SERVICE_NAME",
+    "the `service.name` of a worker's spans",
+    "worker",
+    shown_default="`shoal-<function>`",
+)
 METRICS_ADDR = var(
     "SHOAL_METRICS_ADDR",
     matching(

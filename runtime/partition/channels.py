@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from runtime.errors import IntermediateStoreError
+from runtime.wire import tracing
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -44,7 +45,8 @@ def inbox_subject(function: str, worker_id: str) -> str:
 
 
 def headers(kind: str, run: str, step: int, src: int, dst: int) -> dict[str, str]:
-    return {KIND: kind, RUN: run, STEP: str(step), SRC: str(src), DST: str(dst)}
+    """A message's headers; with the sending partition's ``traceparent`` when it has one."""
+    return tracing.inject({KIND: kind, RUN: run, STEP: str(step), SRC: str(src), DST: str(dst)})
 
 
 @dataclass

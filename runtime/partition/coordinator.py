@@ -31,6 +31,7 @@ from runtime.errors import PartitionLost, ShoalError, WorkerUnavailable
 from runtime.partition.dataplane import RESULT_STEP, new_run_id
 from runtime.partition.messages import MalformedMessage, Reply, RunPartition, task_subject
 from runtime.partition.role import Role
+from runtime.wire import tracing
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -66,7 +67,9 @@ class Coordinator(Role):
 
     async def coordinate(self, event: Any, ctx: Context) -> Any:
         """The handler of a partitioned function: plan, run the partitions, combine."""
-        plan = check_plan(self.spec, await _call(self.instance.plan, event), self.budget)
+        with tracing.span(f"{self.spec.name} plan"):
+            planned = await _call(self.instance.plan, event)
+        plan = check_plan(self.spec, planned, self.budget)
         deadline = time.monotonic() + self.spec.timeout
         lost: set[str] = set()
         for attempt in (1, 2):
@@ -79,7 +82,8 @@ class Coordinator(Role):
                     raise
                 log.warning("%s: %s; retrying on other workers", ctx.request_id, e.message)
                 lost.add(e.worker)
-        return await _call(self.instance.combine, event, parts)
+        with tracing.span(f"{self.spec.name} combine"):
+            return await _call(self.instance.combine, event, parts)
 
     async def _pick(self, n: int, exclude: set[str]) -> list[str]:
         """``n`` distinct live workers; partition i goes to the same worker while it lives."""
@@ -124,6 +128,7 @@ class Coordinator(Role):
                         request_id=ctx.request_id,
                         channel=self.spec.channel,
                         deadline=max(0.1, deadline - time.monotonic()),
+                        traceparent=tracing.current_traceparent(),
                     )
                     error = await self._hand_out(task, worker)
                     if error is not None:

@@ -43,6 +43,7 @@ class RunPartition:
     request_id: str
     channel: str  # how intermediates travel: auto | inline | object
     deadline: float  # seconds the partition may take, from when it is handed out
+    traceparent: str | None = None  # the coordinator's span: the partition's is its child
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
@@ -63,6 +64,7 @@ class RunPartition:
                 "request_id": self.request_id,
                 "channel": self.channel,
                 "deadline": self.deadline,
+                **({"traceparent": self.traceparent} if self.traceparent else {}),
             }
         )
 
@@ -89,6 +91,7 @@ class RunPartition:
             request_id=_field(m, "request_id", str),
             channel=_field(m, "channel", str),
             deadline=float(deadline),
+            traceparent=_optional_text(m, "traceparent"),
         )
 
 
@@ -159,6 +162,13 @@ def _unpack(data: bytes) -> dict[str, Any]:
     if not isinstance(m, dict):
         raise MalformedMessage(f"not a map but {type(m).__name__}")
     return m
+
+
+def _optional_text(m: Mapping[str, Any], name: str) -> str | None:
+    value = m.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MalformedMessage(f"{name}: {value!r} is not text")
+    return value
 
 
 def _field(m: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime.errors import FunctionError, PartitionLost, ShoalError
+from runtime.errors import PartitionLost, ShoalError
 from runtime.partition.dataplane import RESULT_STEP
 from runtime.partition.messages import (
     MalformedMessage,
@@ -27,6 +27,8 @@ from runtime.partition.messages import (
 )
 from runtime.partition.role import Role
 from runtime.partition.shard import Shard
+from runtime.wire import logstream, tracing
+from runtime.wire.failure import function_error
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -91,6 +93,28 @@ class PartitionServer(Role):
             await self.nc.publish(msg.reply, reply.to_bytes())
 
     async def _serve(self, task: RunPartition) -> None:
+        # The partition's span, a child of its coordinator's: its intermediates carry it.
+        with (
+            logstream.invocation(task.request_id),
+            tracing.span(
+                f"{self.spec.name} partition {task.index}",
+                parent=tracing.parse(task.traceparent),
+                kind=tracing.SERVER,
+                attributes={
+                    "shoal.function": self.spec.name,
+                    "shoal.request_id": task.request_id,
+                    "shoal.partition": task.index,
+                    "shoal.partitions": task.count,
+                    "shoal.run": task.run,
+                    "shoal.worker": self.worker_id,
+                },
+            ) as span,
+        ):
+            error = await self._serve_traced(task)
+            if error is not None:
+                span.record_error(error, error.message)
+
+    async def _serve_traced(self, task: RunPartition) -> ShoalError | None:
         index, count = task.index, task.count
         box = self.plane.mailbox(task.run, index)
         shard = Shard(
@@ -125,10 +149,8 @@ class PartitionServer(Role):
         elif isinstance(part, ShoalError):
             error = part
         elif isinstance(part, Exception):
-            log.warning(
-                "partition %s of %s failed: %s: %s", index, count, type(part).__name__, part
-            )
-            error = FunctionError(f"partition {index} of {count}: {type(part).__name__}: {part}")
+            error = function_error(part, prefix=f"partition {index} of {count}: ")
+            log.warning("%s\n%s", error.message, error.traceback)
         elif box.error is not None:
             error = box.error
         try:
@@ -150,6 +172,7 @@ class PartitionServer(Role):
             if not self._inflight:
                 self._idle_since = time.monotonic()
             self._on_idle()
+        return error
 
     async def _watch_coordinator(self, run: str, coordinator: str) -> None:
         """Fail ``run`` when its coordinator has gone; returns only by cancellation."""

@@ -2,7 +2,9 @@
 
 An answer is one message: its body is the result encoded in the request's encoding, or
 ``{"error": <wire error>}``, and its headers are ``Shoal-Status: ok|error``, the
-``Content-Type`` of the body and, where the request has one, ``Shoal-Request-Id``. Every
+``Content-Type`` of the body, where the request has one, ``Shoal-Request-Id``, and, where it
+was traced, ``traceparent``: the span that answered, in the request's trace
+(:mod:`runtime.wire.tracing`). Every
 place that answers (handler workers, executors, the controller's cold path and its
 dead-lettering of exhausted events) builds it here, and every caller reads it with
 :func:`decode`.
@@ -40,24 +42,29 @@ class Answer:
     headers: dict[str, str]
 
 
-def ok(value: Any, enc: Encoding, request_id: str | None = None) -> Answer:
+def ok(
+    value: Any, enc: Encoding, request_id: str | None = None, traceparent: str | None = None
+) -> Answer:
     """The answer carrying ``value``; raises ``ResultNotSerializable`` if ``enc`` cannot."""
-    return Answer(codec.encode(value, enc), _headers(OK, enc, request_id))
+    return Answer(codec.encode(value, enc), _headers(OK, enc, request_id, traceparent))
 
 
 def error(
-    err: ShoalError | Mapping[str, Any], enc: Encoding, request_id: str | None = None
+    err: ShoalError | Mapping[str, Any],
+    enc: Encoding,
+    request_id: str | None = None,
+    traceparent: str | None = None,
 ) -> Answer:
     """The answer carrying an error, given as a :class:`ShoalError` or its wire form."""
     wire = err.to_wire() if isinstance(err, ShoalError) else dict(err)
-    return Answer(codec.encode({ERROR: wire}, enc), _headers(ERROR, enc, request_id))
+    return Answer(codec.encode({ERROR: wire}, enc), _headers(ERROR, enc, request_id, traceparent))
 
 
-def of_result(result: Result) -> Answer:
+def of_result(result: Result, traceparent: str | None = None) -> Answer:
     """The answer for a stored outcome, under its request id and in its encoding."""
     if result.ok:
-        return ok(result.value, result.encoding, result.request_id)
-    return error(result.value, result.encoding, result.request_id)
+        return ok(result.value, result.encoding, result.request_id, traceparent)
+    return error(result.value, result.encoding, result.request_id, traceparent)
 
 
 def decode(data: bytes, headers: Mapping[str, str] | None) -> Any:
@@ -73,10 +80,14 @@ def decode(data: bytes, headers: Mapping[str, str] | None) -> Any:
     return value
 
 
-def _headers(status: str, enc: Encoding, request_id: str | None) -> dict[str, str]:
+def _headers(
+    status: str, enc: Encoding, request_id: str | None, traceparent: str | None
+) -> dict[str, str]:
     headers = {protocol.REQUEST_ID: request_id} if request_id is not None else {}
     headers[protocol.STATUS] = status
     headers[protocol.CONTENT_TYPE] = codec.CONTENT_TYPES[enc]
+    if traceparent:
+        headers[protocol.TRACEPARENT] = traceparent
     return headers
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from runtime import config
@@ -233,8 +234,53 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
         protocol.CONTROLLERS_BUCKET: HEARTBEAT_TTL,
         protocol.CANCEL_BUCKET: results_ttl,
     }.get(bucket)
+    if bucket == protocol.RESULTS_BUCKET:
+        return await _results_bucket(js, results_ttl)
     settings = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
     return await js.create_key_value(settings)
+
+
+# The marker JetStream leaves where a result expired (``Nats-Marker-Reason: MaxAge``).
+MARKER_REASON = "Nats-Marker-Reason"
+MARKER_AT_LEAST = 60.0  # seconds
+
+
+async def _results_bucket(js: JetStreamContext, ttl: float) -> KeyValue:
+    """The results bucket: a KV bucket whose expired entries leave a marker for as long again
+    (``subject_delete_marker_ttl``), so that ``shoal result`` tells "expired" from "never
+    seen" with no write of ours. The stream is nats-py's KV stream plus the marker; made here,
+    not by ``create_key_value``, which asks the account's API level first (a request the
+    worker role may not make)."""
+    name = f"KV_{protocol.RESULTS_BUCKET}"
+    stream = StreamConfig(
+        name=name,
+        subjects=[f"$KV.{protocol.RESULTS_BUCKET}.>"],
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=True,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=min(ttl, 120.0),
+        max_age=ttl,
+        max_consumers=-1,
+        max_msgs=-1,
+        max_msgs_per_subject=1,
+        num_replicas=1,
+        storage=StorageType.FILE,
+        # Markers live at least a minute, so that even short-lived results are seen go.
+        subject_delete_marker_ttl=max(MARKER_AT_LEAST, ttl),
+    )
+    try:
+        await js.add_stream(stream)
+    except nats.js.errors.APIError as e:
+        if "marker" not in str(e).lower() and "ttl" not in str(e).lower():
+            raise
+        # A server before 2.11 has no markers: results still work, "expired" reads "unknown".
+        log.warning("results without expiry markers (nats-server 2.11+ has them): %s", e)
+        stream.allow_msg_ttl = None
+        stream.subject_delete_marker_ttl = None
+        await js.add_stream(stream)
+    return await js.key_value(protocol.RESULTS_BUCKET)
 
 
 async def snapshot(bucket: KeyValue) -> dict[str, bytes]:

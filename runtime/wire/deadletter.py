@@ -105,27 +105,39 @@ async def list_dead(js: JetStreamContext, function: str | None = None) -> list[D
     out = []
     first, last = info.state.first_seq, info.state.last_seq
     for seq in range(first, last + 1) if info.state.messages else ():
-        try:
-            raw = await js.get_msg(STREAM, seq)
-        except NotFoundError:
+        letter = await get_dead(js, seq)
+        if letter is None:
             continue  # deleted (re-driven)
-        h = dict(raw.headers or {})
-        if function and h.get(FUNCTION) != function:
+        if function and letter.function != function:
             continue
-        out.append(
-            DeadLetter(
-                seq=seq,
-                function=h.get(FUNCTION, ""),
-                subject=h.get(SUBJECT, ""),
-                request_id=h.get("Shoal-Request-Id"),
-                reason=h.get(REASON, ""),
-                code=h.get(ERROR, ""),
-                deliveries=int(h.get(DELIVERIES, "0")),
-                data=raw.data or b"",
-                headers=h,
-            )
-        )
+        out.append(letter)
     return out
+
+
+async def get_dead(js: JetStreamContext, seq: int) -> DeadLetter | None:
+    """The dead letter kept at ``seq``, or None (never, or re-driven since)."""
+    try:
+        raw = await js.get_msg(STREAM, seq)
+    except NotFoundError:
+        return None
+    h = dict(raw.headers or {})
+    if raw.subject and not raw.subject.startswith(PREFIX + "."):
+        return None
+    try:
+        deliveries = int(h.get(DELIVERIES, "0"))
+    except ValueError:
+        deliveries = 0
+    return DeadLetter(
+        seq=seq,
+        function=h.get(FUNCTION, ""),
+        subject=h.get(SUBJECT, ""),
+        request_id=h.get("Shoal-Request-Id"),
+        reason=h.get(REASON, ""),
+        code=h.get(ERROR, ""),
+        deliveries=deliveries,
+        data=raw.data or b"",
+        headers=h,
+    )
 
 
 async def redrive(js: JetStreamContext, letter: DeadLetter) -> None:

@@ -18,6 +18,8 @@ import anyio
 import anyio.to_thread
 
 from runtime.errors import FunctionError, ShoalError
+from runtime.wire import tracing
+from runtime.wire.failure import function_error, with_user_frames
 from runtime.wire.figures import BATCH_BOUNDS, Histogram
 
 if TYPE_CHECKING:
@@ -25,12 +27,15 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from runtime.wire.tracing import SpanContext
+
 log = logging.getLogger("shoal.batching")
 
 
 @dataclass
 class _Pending:
     item: Any
+    trace: SpanContext | None = None  # the span that submitted it: the batch links to it
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -88,12 +93,14 @@ class Batcher:
         self,
         fn: Callable[[list[Any]], Any],
         *,
+        name: str = "executor",
         max_batch: int,
         max_wait: float,  # seconds
         latency_target: float | None = None,  # seconds
         queue_limit: int = 10_000,
     ) -> None:
         self._fn = fn
+        self.name = name
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             type(fn).__call__
         )
@@ -122,7 +129,8 @@ class Batcher:
             gap = now - self._last_arrival
             self._gap = gap if self._gap is None else 0.8 * self._gap + 0.2 * gap
         self._last_arrival = now
-        pending = _Pending(item)
+        span = tracing.current()
+        pending = _Pending(item, span.context if span is not None else None)
         self.stats.queued += 1
         await self._send.send(pending)
         await pending.done.wait()
@@ -187,8 +195,16 @@ class Batcher:
         self.stats.queued -= len(batch)
         self.stats.running = len(batch)
         started = time.perf_counter()
+        # One span per batch, in the trace of its first item, linked to every item's span.
+        traces = [p.trace for p in batch if p.trace is not None]
         try:
-            await self._settle(batch)
+            with tracing.span(
+                f"{self.name} batch",
+                parent=traces[0] if traces else None,
+                links=traces,
+                attributes={"shoal.executor": self.name, "shoal.batch_size": len(batch)},
+            ):
+                await self._settle(batch)
         finally:
             elapsed = time.perf_counter() - started
             self.model.add(len(batch), elapsed)
@@ -220,6 +236,7 @@ class Batcher:
 
 def _as_shoal_error(e: Exception) -> ShoalError:
     if isinstance(e, ShoalError):
-        return e
-    log.warning("executor item failed: %r", e)
-    return FunctionError(f"{type(e).__name__}: {e}")
+        return with_user_frames(e)
+    err = function_error(e)
+    log.warning("executor item failed: %s\n%s", err.message, err.traceback)
+    return err

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from runtime.errors import ShoalError
-from runtime.wire import answer, codec, protocol
+from runtime.wire import answer, codec, logstream, protocol, tracing
+from runtime.wire.failure import without_traceback
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
 
 if TYPE_CHECKING:
@@ -85,13 +86,27 @@ class ExecutorWorker(Serving):
         started = time.perf_counter()
         try:
             headers = msg.headers or {}
-            try:
-                item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
-                reply = answer.ok(await self.batcher.submit(item), "msgpack")
-                self.figures.invoked(time.perf_counter() - started)
-            except ShoalError as e:
-                reply = answer.error(e, "msgpack")
-                self.figures.invoked(time.perf_counter() - started, e)
+            request_id = headers.get(protocol.REQUEST_ID) or ""
+            with (
+                logstream.invocation(request_id),
+                tracing.span(
+                    f"{self.spec.name} execute",
+                    parent=tracing.extract(headers),
+                    kind=tracing.SERVER,
+                    attributes={"shoal.executor": self.spec.name},
+                ) as span,
+            ):
+                try:
+                    item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
+                    value = await self.batcher.submit(item)
+                    reply = answer.ok(value, "msgpack", traceparent=span.traceparent)
+                    self.figures.invoked(time.perf_counter() - started)
+                except ShoalError as e:
+                    span.record_error(e, e.message)
+                    keep = self.settings.error_tracebacks
+                    err = without_traceback(e, keep)
+                    reply = answer.error(err, "msgpack", traceparent=span.traceparent)
+                    self.figures.invoked(time.perf_counter() - started, e)
             if msg.reply:  # an item's answer goes to one handler: no request id of its own
                 await self.nc.publish(msg.reply, reply.body, headers=reply.headers)
             self.served += 1

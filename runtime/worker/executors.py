@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
-from runtime.wire import answer, codec, protocol
+from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
 
@@ -27,6 +27,10 @@ log = logging.getLogger("shoal.executors")
 _MSGPACK = {protocol.CONTENT_TYPE: protocol.MSGPACK}
 
 
+def _attrs(name: str) -> dict[str, str]:
+    return {"shoal.executor": name}
+
+
 class RemoteExecutor(Executor[Any, Any]):
     """Sends one item per request to the executor pool, which batches across handlers."""
 
@@ -36,12 +40,25 @@ class RemoteExecutor(Executor[Any, Any]):
         self._subject = protocol.executor_subject(spec.name)
 
     async def __call__(self, item: Any) -> Any:
+        name = self.spec.name
+        with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=_attrs(name)) as span:
+            headers = {**_MSGPACK, tracing.TRACEPARENT: span.traceparent}
+            request_id = logstream.current_request()
+            if request_id:  # the executor's log lines name the request they serve
+                headers[protocol.REQUEST_ID] = request_id
+            try:
+                return await self._request(item, headers)
+            except ShoalError as e:
+                span.record_error(e, e.message)
+                raise
+
+    async def _request(self, item: Any, headers: dict[str, str]) -> Any:
         try:
             reply = await self._nc.request(
                 self._subject,
                 codec.encode(item, "msgpack"),
                 timeout=self.spec.timeout,
-                headers=_MSGPACK,
+                headers=headers,
             )
         except NoRespondersError:
             raise ExecutorUnavailable(
@@ -111,6 +128,7 @@ async def start_executor(definition: Definition) -> Batcher:
     log.info("executor %s ready on %s (%s)", spec.name, device, spec.engine)
     return Batcher(
         instance,
+        name=spec.name,
         max_batch=spec.max_batch,
         max_wait=spec.max_wait_ms / 1000,
         latency_target=spec.latency_target_ms / 1000 if spec.latency_target_ms else None,

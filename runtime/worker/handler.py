@@ -13,9 +13,10 @@ import anyio
 
 from runtime.context import Context
 from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
-from runtime.wire import answer, codec, protocol
+from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
+from runtime.wire.failure import without_traceback
 from runtime.wire.kvwatch import Change, Follower
 from runtime.wire.results import Result, ResultStore, make_result
 from runtime.worker.pull import Puller, Slots
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.worker")
 
 HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
+RUNNING_LISTED = 64  # request ids running now, in each heartbeat (``shoal result`` reads them)
 
 
 class Worker(Serving):
@@ -57,7 +59,14 @@ class Worker(Serving):
             # Serving partitions is work too: such a worker is neither idle nor spare.
             inflight += self.partitions.inflight
             idle = min(idle, self.partitions.idle_for)
-        return {"inflight": inflight, "concurrency": self.slots.total, "idle_for": idle}
+        return {
+            "inflight": inflight,
+            "concurrency": self.slots.total,
+            "idle_for": idle,
+            # Result keys of the invocations running now: `shoal result` says "running"
+            # from them, with no write per request.
+            "running": list(self._running)[:RUNNING_LISTED],
+        }
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -160,6 +169,29 @@ class Worker(Serving):
     ) -> tuple[Result, answer.Answer, ShoalError | None]:
         """Run the handler on a message: its result, its answer, and the error it ended in."""
         headers = msg.headers or {}
+        # The caller's trace goes on here (a new one starts without it); log lines name both.
+        with (
+            logstream.invocation(request_id),
+            tracing.span(
+                f"{self.spec.name} {'process' if durable else 'call'}",
+                parent=tracing.extract(headers),
+                kind=tracing.CONSUMER if durable else tracing.SERVER,
+                attributes={
+                    "shoal.function": self.spec.name,
+                    "shoal.request_id": request_id,
+                    "shoal.attempt": attempt,
+                    "shoal.worker": self.settings.worker_id,
+                },
+            ) as span,
+        ):
+            result, reply, error = await self._run(msg, headers, request_id, attempt, durable)
+            if error is not None:
+                span.record_error(error, error.message)
+            return result, answer.of_result(result, span.traceparent) if error else reply, error
+
+    async def _run(
+        self, msg: Msg, headers: Any, request_id: str, attempt: int, durable: bool
+    ) -> tuple[Result, answer.Answer, ShoalError | None]:
         content_type = headers.get(protocol.CONTENT_TYPE)
         enc = codec.encoding_of(content_type)
         key = protocol.result_key(request_id)
@@ -177,7 +209,7 @@ class Worker(Serving):
                     self._running.pop(key, None)
             if scope.cancelled_caught:
                 raise Cancelled(f"{request_id} was cancelled", request_id=request_id)
-            reply = answer.ok(value, enc, request_id)
+            reply = answer.ok(value, enc, request_id, tracing.current_traceparent())
             if len(reply.body) + HEADROOM > self.nc.max_payload:
                 raise PayloadTooLarge(
                     f"the answer is {len(reply.body)} bytes, more than NATS carries "
@@ -189,6 +221,7 @@ class Worker(Serving):
             return make_result(request_id, self.spec.name, True, value, enc), reply, None
         except ShoalError as e:
             e.request_id = request_id
+            without_traceback(e, self.settings.error_tracebacks)
             self.figures.invoked(time.perf_counter() - started, e, request_id)
             result = make_result(request_id, self.spec.name, False, e.to_wire(), enc)
             return result, answer.of_result(result), e
@@ -253,7 +286,9 @@ class Worker(Serving):
                 prior = await self._results.get(request_id)
                 if prior is not None:
                     if reply_to:
-                        await self._reply(reply_to, answer.of_result(prior))
+                        trace = tracing.extract(headers)
+                        traceparent = trace.traceparent if trace else None
+                        await self._reply(reply_to, answer.of_result(prior, traceparent))
                     await msg.ack()
                     return
             result, reply, error = await self._execute(msg, request_id, attempt, durable=True)

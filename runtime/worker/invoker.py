@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from runtime.errors import FunctionError, FunctionTimeout, ShoalError
+from runtime.errors import FunctionTimeout, ShoalError
+from runtime.wire.failure import function_error, with_user_frames
 
 if TYPE_CHECKING:
     from runtime.context import Context
@@ -81,16 +82,10 @@ class Invoker:
             ) from None
         except ShoalError as e:
             e.request_id = e.request_id or ctx.request_id
+            with_user_frames(e)
             raise
         except (Exception, SystemExit) as e:  # SystemExit too: a handler cannot end its worker
-            text = _describe(e)
-            log.warning("%s raised on %s: %s", self.spec.name, ctx.request_id, text)
-            raise FunctionError(text, request_id=ctx.request_id) from e
-
-
-def _describe(e: BaseException) -> str:
-    """``Type: message``, even for an exception whose ``__str__`` itself raises."""
-    try:
-        return f"{type(e).__name__}: {e}"
-    except Exception:
-        return f"{type(e).__name__}: <its message could not be printed>"
+            err = function_error(e, request_id=ctx.request_id)
+            name, rid = self.spec.name, ctx.request_id
+            log.warning("%s raised on %s: %s\n%s", name, rid, err.message, err.traceback)
+            raise err from e

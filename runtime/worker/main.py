@@ -3,16 +3,20 @@ SIGTERM or SIGINT, then drain. ``python -m runtime.worker`` runs :func:`main`.""
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
+import threading
 import time
 
 import anyio
+import anyio.to_thread
 
+from runtime import config
 from runtime.config import ConfigError
 from runtime.launch import LaunchEnv
+from runtime.wire import tracing
 from runtime.wire.connection import connect
+from runtime.worker import logs
 from runtime.worker.assembly import serve
 from runtime.worker.handler import Worker
 from runtime.worker.serving import WorkerSettings
@@ -20,7 +24,29 @@ from runtime.worker.serving import WorkerSettings
 USAGE = 2  # the exit status for launch settings that cannot be used
 
 
-async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
+def start_tracing(launch: LaunchEnv, settings: WorkerSettings) -> threading.Thread | None:
+    """With an OTLP endpoint, load OpenTelemetry in a thread while the worker connects and
+    loads its code (its import takes longer than the rest of a cold start); None without."""
+    if not launch.otlp_endpoint:
+        return None
+    service = config.OTEL_SERVICE_NAME.get() or f"shoal-{settings.function}"
+    attributes = {"service.instance.id": settings.worker_id, "shoal.function": settings.function}
+    thread = threading.Thread(
+        target=tracing.configure,
+        args=(launch.otlp_endpoint, service, attributes),
+        name="shoal-tracing",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+async def _main(
+    launch: LaunchEnv,
+    settings: WorkerSettings,
+    tracing_up: threading.Thread | None = None,
+    publisher: logs.Publisher | None = None,
+) -> None:
     # Cold-start phases, reported in heartbeats: process start to here (interpreter and
     # runtime imports), connecting, loading the function's code, and its setup.
     phases: dict[str, float] = {}
@@ -31,7 +57,11 @@ async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
     phases["connect"] = time.perf_counter() - mark
     try:
         async with anyio.create_task_group() as tg:
+            if publisher is not None:
+                tg.start_soon(publisher.run, nc)
             serving = await serve(nc, settings, tg, phases)
+            if tracing_up is not None:  # spans from the first request on
+                await anyio.to_thread.run_sync(tracing_up.join)
 
             async def on_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -48,6 +78,9 @@ async def _main(launch: LaunchEnv, settings: WorkerSettings) -> None:
             await serving.invoker.stop()
     finally:
         with anyio.CancelScope(shield=True):
+            if publisher is not None:  # the last lines, before the connection goes
+                with anyio.move_on_after(2):
+                    await publisher.flush_to(nc)
             try:
                 await nc.drain()
             except Exception:
@@ -61,8 +94,22 @@ def main() -> None:
     except ConfigError as e:  # one line for the launcher's log, not a traceback
         print(f"shoal worker: error: {e.message}", file=sys.stderr)
         sys.exit(USAGE)
-    logging.basicConfig(
+    run(launch, settings)
+
+
+def run(launch: LaunchEnv, settings: WorkerSettings) -> None:
+    """Serve as the worker ``settings`` names, in this process: its logging (tagged, printed,
+    published) and tracing are set up here, so a process forked from a template that calls
+    this once it knows its function gets them alike."""
+    publisher = logs.setup(
+        settings.function,
+        settings.worker_id,
         level=launch.log_level or "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        fmt=launch.log_format or "text",
+        publish=launch.publish_logs is not False,
     )
-    anyio.run(_main, launch, settings)
+    tracing_up = start_tracing(launch, settings)
+    try:
+        anyio.run(_main, launch, settings, tracing_up, publisher)
+    finally:
+        tracing.shutdown()  # what is still buffered is exported

@@ -42,6 +42,7 @@ class WorkerSettings:
     code_dir: Path = config.CODE_DIR.default
     heartbeat: float = config.HEARTBEAT.default  # seconds between liveness reports
     parent_pid: int | None = None  # drain when this process goes away
+    error_tracebacks: bool = config.ERROR_TRACEBACKS.default  # in answers and results
 
     @classmethod
     def from_launch(cls, launch: LaunchEnv) -> WorkerSettings:
@@ -57,6 +58,11 @@ class WorkerSettings:
             code_dir=launch.code_dir or config.CODE_DIR.default,
             heartbeat=config.HEARTBEAT.default if launch.heartbeat is None else launch.heartbeat,
             parent_pid=launch.parent_pid,
+            error_tracebacks=(
+                config.ERROR_TRACEBACKS.default
+                if launch.error_tracebacks is None
+                else launch.error_tracebacks
+            ),
         )
 
     @classmethod
