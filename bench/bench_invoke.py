@@ -1,6 +1,10 @@
 """Invocation overhead: Shoal's two paths against a raw nats-py responder on the same server.
 
-    python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64]
+    python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--cold-rounds 7]
+
+First, cold starts: zero workers to the first answer of fn.echo.call with the template process
+on and off (SHOAL_WORKER_TEMPLATE), in interleaved rounds, medians and phases
+(bench/coldstart.py); ``--cold-only`` stops there.
 
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), and a Shoal controller that spawns echo workers as processes. Measures, in one run:
@@ -26,6 +30,7 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.coldstart import Setting, report, rounds  # noqa: E402
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
 from runtime.wire.connection import connect  # noqa: E402
@@ -48,6 +53,7 @@ async def main():
 asyncio.run(main())
 """
 
+ECHO = ROOT / "functions" / "echo.py"
 PAYLOAD = json.dumps({"text": "hello from the benchmark", "n": 42}).encode()
 HEADERS = {"Content-Type": "application/json"}
 
@@ -136,14 +142,19 @@ async def main(args: argparse.Namespace) -> None:
     server, raw = start_baseline(tmp)
     nc = await connect(server.url, name="bench")
     try:
+        if args.cold_rounds:
+            await cold_starts(nc, tmp, args.cold_rounds)
+        if args.cold_only:
+            return
         async with ProcessLauncher(code_dir=tmp / "code") as launcher:
             async with anyio.create_task_group() as tg:
                 await tg.start(Controller(nc, launcher, ControllerSettings.from_env()).run)
-                await deploy_file(nc, ROOT / "functions" / "echo.py")
+                await deploy_file(nc, ECHO)
+                await launcher.ready()
                 t = time.perf_counter()
                 await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
                 cold = time.perf_counter() - t
-                await report(nc, args, cold, launcher)
+                await report_paths(nc, args, cold, launcher)
                 tg.cancel_scope.cancel()
     finally:
         await nc.close()
@@ -151,7 +162,25 @@ async def main(args: argparse.Namespace) -> None:
         server.stop()
 
 
-async def report(
+async def cold_starts(nc: NATS, tmp: Path, repeats: int) -> None:
+    print(f"cold start, zero workers to the first answer of fn.echo.call, {repeats} rounds each:")
+
+    async def call() -> None:
+        await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
+
+    settings = [
+        Setting("template process on", True, {}),
+        Setting("template process off", False, {}),
+    ]
+    done = await rounds(
+        nc, settings, repeats, path=ECHO, call=call, functions=["echo"], code_dir=tmp / "code"
+    )
+    print()
+    report(done, ["echo"])
+    print("   (ms) goal: <= 50 ms with the template process\n")
+
+
+async def report_paths(
     nc: NATS, args: argparse.Namespace, cold: float, launcher: ProcessLauncher
 ) -> None:
     async def raw_once(i: int) -> None:
@@ -204,4 +233,6 @@ if __name__ == "__main__":
     p.add_argument("--n", type=int, default=2000, help="sequential requests per path")
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each concurrent run")
     p.add_argument("--inflight", type=int, default=64)
+    p.add_argument("--cold-rounds", type=int, default=7, help="cold starts per setting; 0: none")
+    p.add_argument("--cold-only", action="store_true", help="only the cold starts")
     anyio.run(main, p.parse_args())

@@ -173,6 +173,15 @@ LAUNCHER = var(
     "`shoal controller`",
 )
 
+WORKER_TEMPLATE = var(
+    "SHOAL_WORKER_TEMPLATE",
+    BOOL,
+    True,
+    "fork process workers from a template process that has imported Shoal (fast cold starts);"
+    " 0: start each as a new interpreter",
+    "`shoal up`, `shoal controller` (process launcher)",
+)
+
 # -- what a launcher tells a worker (runtime.launch.LaunchEnv) ------------------------------
 
 LAUNCHED = "launchers set it, workers read it"
@@ -185,7 +194,8 @@ PARENT_PID = var(
     "SHOAL_PARENT_PID",
     integer(1, "a process id"),
     None,
-    "the process launcher's pid: the worker drains when it goes away",
+    "the pid of the worker's launcher (or its template process): the worker drains when it goes"
+    " away",
     LAUNCHED,
 )
 SPAWNED_AT = var(
@@ -348,6 +358,25 @@ S3_READY_TIMEOUT = var(
 )
 SSL_CERT_FILE = _optional("SSL_CERT_FILE", "CA bundle for https", S3, shown_default="certifi's")
 
+
+# -- executors' models (runtime.models) ----------------------------------------------------
+
+MODEL_CACHE = var(
+    "SHOAL_MODEL_CACHE",
+    PATH,
+    Path("~/.cache/shoal/models"),  # expanded where it is used, not at import
+    "a local folder for models prepared once: optimized onnxruntime graphs, memory-mappable"
+    " torch weights (the example embed's ONNX export too)",
+    "executor workers",
+    shown_default="`~/.cache/shoal/models`",
+)
+MODEL_CACHE_ENABLED = var(
+    "SHOAL_MODEL_CACHE_ENABLED",
+    BOOL,
+    True,
+    "load models from that cache (prepared on first use); 0: prepare them at every start",
+    "executor workers",
+)
 
 # -- partitioned models ---------------------------------------------------------------------
 
