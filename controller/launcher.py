@@ -168,6 +168,11 @@ class ProcessLauncher:
     def running(self) -> set[str]:
         return set(self._procs)
 
+    @property
+    def template_pid(self) -> int | None:
+        """The template process's pid, while there is one."""
+        return self._template.pid if self._template is not None else None
+
     async def ready(self) -> bool:
         """Wait until its template process can fork workers; False without one."""
         return self._template is not None and await self._template.ready()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgpack
 
+from runtime import config
 from runtime.launch import TEMPLATE_MESSAGE_MAX, TEMPLATE_MODULE, LaunchEnv
 
 if TYPE_CHECKING:
@@ -37,6 +38,14 @@ FORK_PATIENCE = 10.0  # seconds a fork request may take before the template coun
 # Variables read when the template imported its modules (the interpreter's, native thread
 # pools', the dynamic linker's): a worker whose environment sets them otherwise is spawned.
 IMPORT_TIME = ("PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "MALLOC_", "GOTO_")
+# What the template's environment leaves out: credentials (the controller's, the workers').
+SECRETS = frozenset(
+    [
+        *config.NATS_AUTH_VARS,
+        *(v.name for v in config.WORKER_NATS.values()),
+        *(name for name, v in config.VARIABLES.items() if v.secret),
+    ]
+)
 
 
 class ForkedWorker:
@@ -106,7 +115,9 @@ class Template:
     async def start(self, tg: TaskGroup) -> None:
         """Start the process; it reports ready once its imports are done (fork waits for it)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._base = dict(os.environ)
+        # No secret: every worker's memory starts as a copy of the template's, and a worker
+        # that has credentials of its own must not find the controller's there.
+        self._base = {k: v for k, v in os.environ.items() if k not in SECRETS}
         try:
             self._proc = await anyio.open_process(
                 [sys.executable, "-m", TEMPLATE_MODULE, str(theirs.fileno())],

@@ -74,7 +74,10 @@ class Template:
 
     def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> bool:
         try:
-            socket.send_fds(self.sock, [msgpack.packb(message)], fds or [])
+            if fds:
+                socket.send_fds(self.sock, [msgpack.packb(message)], fds)
+            else:
+                self.sock.send(msgpack.packb(message))
         except OSError:  # the launcher is gone
             return False
         return True
