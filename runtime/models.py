@@ -159,10 +159,11 @@ def _optimize(
             session = ort.InferenceSession(str(model), options, providers=providers)
         cache.prune(entry)
         return session
-    except OSError as e:  # a read-only or full cache: serve without it
-        log.warning("cannot keep the optimized model in %s: %s", cache.folder, e)
-        options.optimized_model_filepath = ""
-        return ort.InferenceSession(str(model), options, providers=providers)
+    except Exception as e:  # a read-only or full cache, or a bad model: try without the cache
+        log.warning("optimizing %s into %s failed (%s); loading it uncached", model, entry, e)
+    finally:
+        options.optimized_model_filepath = ""  # the options may serve another session
+    return ort.InferenceSession(str(model), options, providers=providers)
 
 
 def torch_module(
