@@ -162,7 +162,7 @@ class Template:
             send, receive = anyio.create_memory_object_stream[Any](1)
             self._waiting[n] = send
             reply: Any = None
-            with receive, anyio.move_on_after(FORK_PATIENCE) as waited:
+            with send, receive, anyio.move_on_after(FORK_PATIENCE) as waited:
                 try:
                     await self._send({"fork": n, "env": env})
                     reply = await receive.receive()

@@ -183,12 +183,14 @@ async def test_a_worker_that_needs_other_import_time_settings_is_spawned(
 async def test_the_template_process_holds_no_secret(tmp_path: Path, monkeypatch) -> None:
     """Every forked worker's memory starts as a copy of the template's: a worker with
     credentials of its own must not find the controller's there."""
-    monkeypatch.setenv("SHOAL_NATS_PASSWORD", "controller-secret")
-    monkeypatch.setenv("SHOAL_WORKER_NATS_PASSWORD", "workers-secret")
+    monkeypatch.setenv("SHOAL_NATS_PASSWORD", "controller-pw-7f3a")
+    monkeypatch.setenv("SHOAL_WORKER_NATS_PASSWORD", "workers-pw-7f3a")
+    monkeypatch.setenv("SHOAL_TEST_MARKER", "passed on")
     async with ProcessLauncher(code_dir=tmp_path / "code", template=True) as launcher:
         assert await launcher.ready()
         environ = environ_of(launcher.template_pid)
-    assert b"SHOAL_NATS_PASSWORD" not in environ and b"secret" not in environ
+    assert b"SHOAL_NATS_PASSWORD=" not in environ and b"pw-7f3a" not in environ
+    assert b"SHOAL_TEST_MARKER=passed on" in environ  # what is no secret is passed on
 
 
 def test_which_environments_the_template_can_fork() -> None:
