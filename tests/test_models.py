@@ -67,45 +67,50 @@ def test_the_optimized_graph_is_saved_once_then_loaded(ort, tmp_path) -> None:
     plain = run(onnx_session(model))
     first = onnx_session(model, cache=cache)
     assert first._model_path == str(model)  # optimized from the model, and saved
-    (entry,) = entries(cache, ".ort")
-    assert not list(cache.folder.glob(".*.tmp"))
+    (entry,) = entries(cache, ".optimized")
+    assert not list(cache.folder.glob(".*"))  # nothing half-written left
     second = onnx_session(model, cache=cache)
-    assert second._model_path == str(entry)  # the optimized graph, loaded as it is
-    assert entries(cache, ".ort") == [entry]
+    assert second._model_path == str(entry / "model.onnx")  # the optimized graph, as it is
+    assert sorted(p.name for p in entry.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert entries(cache, ".optimized") == [entry]
     np.testing.assert_allclose(run(first), plain, rtol=1e-6)
     np.testing.assert_allclose(run(second), plain, rtol=1e-6)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty", "weights missing"])
 def test_a_damaged_entry_is_optimized_again(ort, tmp_path, damage) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx")
     cache = ModelCache(tmp_path / "cache")
     onnx_session(model, cache=cache)
-    (entry,) = entries(cache, ".ort")
-    good = entry.read_bytes()
-    damaged = {"garbage": b"not a model" * 100, "cut short": good[: len(good) // 2], "empty": b""}
-    entry.write_bytes(damaged[damage])
+    (entry,) = entries(cache, ".optimized")
+    graph, weights = entry / "model.onnx", entry / "model.onnx.data"
+    if damage == "weights missing":
+        weights.unlink()
+    else:
+        good = weights.read_bytes()
+        cut = {"garbage": b"x" * 10, "cut short": good[: len(good) // 2], "empty": b""}
+        (graph if damage == "garbage" else weights).write_bytes(cut[damage])
     again = onnx_session(model, cache=cache)  # no error: prepared again
     assert again._model_path == str(model)
-    assert entry.read_bytes() != damaged[damage]
     np.testing.assert_allclose(run(again), run(onnx_session(model)), rtol=1e-6)
-    assert onnx_session(model, cache=cache)._model_path == str(entry)
+    assert onnx_session(model, cache=cache)._model_path == str(graph)
 
 
 def test_a_changed_model_or_engine_never_loads_a_stale_entry(ort, tmp_path, monkeypatch) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx", seed=0)
     cache = ModelCache(tmp_path / "cache")
     onnx_session(model, cache=cache)
-    (old,) = entries(cache, ".ort")
+    (old,) = entries(cache, ".optimized")
     tiny_onnx(model, seed=1)  # new weights, same file name and size
     changed = onnx_session(model, cache=cache)
     assert changed._model_path == str(model)
     np.testing.assert_allclose(run(changed), run(onnx_session(model)), rtol=1e-6)
-    (new,) = entries(cache, ".ort")  # the stale entry is gone, not only passed over
+    (new,) = entries(cache, ".optimized")  # the stale entry is gone, not only passed over
     assert new != old
     monkeypatch.setattr(ort, "__version__", "0.0.1")  # another onnxruntime
     assert onnx_session(model, cache=cache)._model_path == str(model)
-    assert new not in entries(cache, ".ort")
+    assert new not in entries(cache, ".optimized")
+    assert model.exists()  # an entry's pruning leaves what is not an entry
 
 
 def test_providers_and_optimization_level_are_part_of_the_key(ort, tmp_path) -> None:

@@ -205,7 +205,7 @@ def test_onnx_export_is_cached(onnx_minilm, exports, cache_dir):
     assert path == E.onnx_cache_path(E.model_dir())
     # The export, its optimized graph (runtime.models), the weights' digests; nothing half-written.
     assert sorted(p.name for p in cache_dir.glob("*.onnx")) == [path.name]
-    assert len(list(cache_dir.glob("minilm-*.ort"))) == 1
+    assert len(list(cache_dir.glob("minilm-*.optimized"))) == 1
     assert not list(cache_dir.glob(".*"))
     assert onnx.load(str(path), load_external_data=False).ir_version <= 13
 
