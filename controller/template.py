@@ -90,9 +90,11 @@ class ForkedWorker:
         self._exited.set()
 
     async def _watch_pidfd(self) -> None:
-        """Without the template's reports: the pidfd turns readable when the process ends."""
-        if self._pidfd is not None and not self._exited.is_set():
-            await anyio.wait_readable(self._pidfd)
+        """Without the template's reports: the pidfd turns readable when the process ends.
+        Shielded, as the template's reader."""
+        with anyio.CancelScope(shield=True):
+            if self._pidfd is not None and not self._exited.is_set():
+                await anyio.wait_readable(self._pidfd)
         self._exit(None)
 
 
@@ -187,6 +189,13 @@ class Template:
                 await anyio.wait_writable(self._sock)
 
     async def _read(self) -> None:
+        # Shielded: a launcher being cancelled (Ctrl-C) still stops its workers, and waiting
+        # for a forked one is waiting for this to read its exit. It ends when the template
+        # exits, which the launcher's shutdown sees to (it kills a template that lingers).
+        with anyio.CancelScope(shield=True):
+            await self._read_messages()
+
+    async def _read_messages(self) -> None:
         assert self._sock is not None
         try:
             while True:

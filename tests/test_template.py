@@ -151,6 +151,21 @@ async def test_killing_and_stopping_forked_workers(
         assert not alive(third) and not alive(template)
 
 
+async def test_a_cancelled_launcher_still_stops_its_forked_workers(
+    nc: NATS, who: dict[str, str], tmp_path: Path
+) -> None:
+    """As Ctrl-C of ``shoal up`` cancels everything around the launcher."""
+    with anyio.fail_after(60), anyio.CancelScope() as outer:
+        async with ProcessLauncher(code_dir=tmp_path / "code", template=True) as launcher:
+            await launcher.start(LaunchRequest("who_a", "w1", who["who_a"], FAST))
+            await wait_workers(nc, "who_a", bool)
+            worker, template = launcher.pid("w1"), launcher.template_pid
+            assert worker is not None and template is not None
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert not alive(worker) and not alive(template)
+
+
 async def test_a_lost_template_leaves_its_workers_followed_and_new_ones_spawned(
     nc: NATS, who: dict[str, str], tmp_path: Path
 ) -> None:

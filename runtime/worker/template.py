@@ -25,6 +25,7 @@ inherits them from the launcher, as a spawned worker would. When the launcher's 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import os
 import selectors
@@ -43,6 +44,8 @@ from runtime.launch import TEMPLATE_MESSAGE_MAX as MESSAGE_MAX
 from runtime.worker import main as worker
 
 __all__ = ["main"]
+
+PR_SET_NAME = 15  # prctl(2)
 
 
 def main() -> None:
@@ -121,6 +124,7 @@ def _child(env: dict[str, str], inherited: list[int]) -> NoReturn:
         for fd in inherited:
             os.close(fd)
         os.setsid()  # as a spawned worker's start_new_session: Ctrl-C reaches the launcher only
+        _name_process(b"shoal-worker")
         os.environ.clear()
         os.environ.update(env)
         if "numpy.random" in sys.modules:  # numpy does not reseed its global state at fork
@@ -130,6 +134,14 @@ def _child(env: dict[str, str], inherited: list[int]) -> NoReturn:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _name_process(name: bytes) -> None:
+    """The name ``ps -o comm`` and ``top`` show (its command line stays the template's)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _run_worker() -> int:
