@@ -119,7 +119,8 @@ class Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # No secret: every worker's memory starts as a copy of the template's, and a worker
         # that has credentials of its own must not find the controller's there.
-        self._base = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        inherited = dict(os.environ)  # as a spawned worker inherits it, less the secrets
+        self._base = {k: v for k, v in inherited.items() if k not in SECRETS}
         try:
             self._proc = await anyio.open_process(
                 [sys.executable, "-m", TEMPLATE_MODULE, str(theirs.fileno())],

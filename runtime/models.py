@@ -55,7 +55,8 @@ class ModelCache:
 
     @classmethod
     def from_env(cls, env: config.Env | None = None) -> ModelCache:
-        return cls(config.MODEL_CACHE.get(env).expanduser(), config.MODEL_CACHE_ENABLED.get(env))
+        folder = config.MODEL_CACHE.get(env) or Path.home() / ".cache" / "shoal" / "models"
+        return cls(folder, config.MODEL_CACHE_ENABLED.get(env))
 
     def entry(self, name: str, sources: Iterable[Path], *parts: object, suffix: str) -> Path:
         """The entry for ``name`` prepared from ``sources`` with ``parts`` (engine version,

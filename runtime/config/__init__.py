@@ -364,7 +364,7 @@ SSL_CERT_FILE = _optional("SSL_CERT_FILE", "CA bundle for https", S3, shown_defa
 MODEL_CACHE = var(
     "SHOAL_MODEL_CACHE",
     PATH,
-    Path("~/.cache/shoal/models"),  # expanded where it is used, not at import
+    None,  # ~/.cache/shoal/models: the home folder is looked up when it is used
     "a local folder for models prepared once: optimized onnxruntime graphs, memory-mappable"
     " torch weights (the example embed's ONNX export too)",
     "executor workers",
