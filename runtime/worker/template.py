@@ -36,7 +36,9 @@ import traceback
 from typing import Any, NoReturn
 
 # What every worker imports, imported once here. No module here starts a thread at import.
-import anyio._backends._asyncio  # noqa: F401  (anyio.run loads its backend lazily)
+import anyio._backends._asyncio
+import anyio._core._signals
+import anyio.to_thread  # noqa: F401
 import msgpack
 import numpy  # noqa: F401
 
