@@ -2,6 +2,11 @@
 
     python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--tracing both]
     python bench/bench_invoke.py [--n 2000] [--seconds 5] [--inflight 64] [--metrics both]
+    python bench/bench_invoke.py [--cold-rounds 7] [--cold-only]
+
+First, cold starts: zero workers to the first answer of fn.echo.call with the template process
+on and off (SHOAL_WORKER_TEMPLATE), in interleaved rounds, medians and phases
+(bench/coldstart.py); ``--cold-only`` stops there.
 
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), and a Shoal controller that spawns echo workers as processes. Measures, in one run:
@@ -37,6 +42,8 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.coldstart import Setting, rounds  # noqa: E402
+from bench.coldstart import report as report_cold  # noqa: E402
 from controller import Controller, ControllerSettings, EmbeddedNats, ProcessLauncher  # noqa: E402
 from controller.deploy import deploy_file  # noqa: E402
 from runtime.wire.connection import connect  # noqa: E402
@@ -59,6 +66,7 @@ async def main():
 asyncio.run(main())
 """
 
+ECHO = ROOT / "functions" / "echo.py"
 PAYLOAD = json.dumps({"text": "hello from the benchmark", "n": 42}).encode()
 HEADERS = {"Content-Type": "application/json"}
 
@@ -169,6 +177,10 @@ async def measure_all(args: argparse.Namespace) -> None:
     server, raw = start_baseline(tmp)
     nc = await connect(server.url, name="bench")
     try:
+        if args.cold_rounds:
+            await cold_starts(nc, tmp, args.cold_rounds)
+        if args.cold_only:
+            return
         modes = ["off", "on"] if args.metrics == "both" else [args.metrics]
         results: dict[str, list[list[Row]]] = {mode: [] for mode in modes}
         for r in range(args.rounds):  # alternating, so a busy moment hits both alike
@@ -180,6 +192,24 @@ async def measure_all(args: argparse.Namespace) -> None:
         await nc.close()
         raw.kill()
         server.stop()
+
+
+async def cold_starts(nc: NATS, tmp: Path, repeats: int) -> None:
+    print(f"cold start, zero workers to the first answer of fn.echo.call, {repeats} rounds each:")
+
+    async def call() -> None:
+        await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
+
+    settings = [
+        Setting("template process on", True, {}),
+        Setting("template process off", False, {}),
+    ]
+    done = await rounds(
+        nc, settings, repeats, path=ECHO, call=call, functions=["echo"], code_dir=tmp / "code"
+    )
+    print()
+    report_cold(done, ["echo"])
+    print("   (ms) goal: <= 50 ms with the template process\n")
 
 
 async def measure(
@@ -305,4 +335,6 @@ if __name__ == "__main__":
         help="the controller's /metrics and status page: measure with both, or one",
     )
     p.add_argument("--rounds", type=int, default=1, help="measurements per mode, alternating")
+    p.add_argument("--cold-rounds", type=int, default=7, help="cold starts per setting; 0: none")
+    p.add_argument("--cold-only", action="store_true", help="only the cold starts")
     anyio.run(main, p.parse_args())

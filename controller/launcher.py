@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from runtime import config
 from runtime.config import NATS_AUTH_VARS
 from runtime.launch import LaunchEnv
+
+from .template import ForkedWorker, Template
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -64,12 +67,18 @@ class Launcher(Protocol):
 
 
 class ProcessLauncher:
-    """Runs each worker as ``python -m runtime.worker`` on this host."""
+    """Runs each worker as a process on this host: forked from a template process that has
+    imported Shoal already (``template``, by default ``SHOAL_WORKER_TEMPLATE``), or started
+    as ``python -m runtime.worker``."""
 
-    def __init__(self, *, code_dir: Path, stop_grace: float = 10.0) -> None:
+    def __init__(
+        self, *, code_dir: Path, stop_grace: float = 10.0, template: bool | None = None
+    ) -> None:
         self.code_dir = code_dir
         self.stop_grace = stop_grace  # seconds a worker gets to drain at shutdown
-        self._procs: dict[str, tuple[LaunchRequest, Process]] = {}
+        self.use_template = config.WORKER_TEMPLATE.get() if template is None else template
+        self._template: Template | None = None
+        self._procs: dict[str, tuple[LaunchRequest, Process | ForkedWorker]] = {}
         self._all_exited = anyio.Event()
         self._send: MemoryObjectSendStream[WorkerExit]
         self._send, self.exits = anyio.create_memory_object_stream[WorkerExit](1000)
@@ -78,6 +87,13 @@ class ProcessLauncher:
     async def __aenter__(self) -> ProcessLauncher:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        if self.use_template:
+            self._template = Template()
+            try:  # it imports meanwhile; the first launch waits for it
+                await self._template.start(self._tg)
+            except OSError as e:
+                log.warning("no template process (%s): workers start as new interpreters", e)
+                self._template = None
         return self
 
     async def __aexit__(
@@ -111,21 +127,32 @@ class ProcessLauncher:
             spawned_at=time.time(),  # for the worker's cold-start phases
         )
         env = {**inherited, **request.env, **launched.to_env()}
-        # A session of its own: a Ctrl-C in the terminal reaches the controller, which drains
-        # workers in order, instead of hitting every worker at once.
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "runtime.worker"],
-            env=env,
-            stdin=None,
-            stdout=None,
-            stderr=None,
-            start_new_session=True,
-        )
+        proc: Process | ForkedWorker | None = None
+        if self._template is not None and self._template.usable(env):
+            proc = await self._template.fork(env)
+        if proc is None:
+            # A session of its own: a Ctrl-C in the terminal reaches the controller, which
+            # drains workers in order, instead of hitting every worker at once.
+            proc = await anyio.open_process(
+                [sys.executable, "-m", "runtime.worker"],
+                env=env,
+                stdin=None,
+                stdout=None,
+                stderr=None,
+                start_new_session=True,
+            )
         self._procs[request.worker_id] = (request, proc)
-        log.info("started worker %s for %s (pid %d)", request.worker_id, request.function, proc.pid)
+        how = ", forked" if isinstance(proc, ForkedWorker) else ""
+        log.info(
+            "started worker %s for %s (pid %d%s)",
+            request.worker_id,
+            request.function,
+            proc.pid,
+            how,
+        )
         self._tg.start_soon(self._watch, request, proc)
 
-    async def _watch(self, request: LaunchRequest, proc: Process) -> None:
+    async def _watch(self, request: LaunchRequest, proc: Process | ForkedWorker) -> None:
         code = await proc.wait()
         self._procs.pop(request.worker_id, None)
         if not self._procs:
@@ -140,6 +167,15 @@ class ProcessLauncher:
 
     def running(self) -> set[str]:
         return set(self._procs)
+
+    @property
+    def template_pid(self) -> int | None:
+        """The template process's pid, while there is one."""
+        return self._template.pid if self._template is not None else None
+
+    async def ready(self) -> bool:
+        """Wait until its template process can fork workers; False without one."""
+        return self._template is not None and await self._template.ready()
 
     async def wait_all_exited(self) -> None:
         """Return once no worker of this launcher is running."""
@@ -163,3 +199,5 @@ class ProcessLauncher:
             if p.returncode is None:
                 p.kill()
                 await p.wait()
+        if self._template is not None:
+            await self._template.aclose()

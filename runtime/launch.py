@@ -39,6 +39,10 @@ _VARS: dict[str, config.Var[Any]] = {
     "publish_logs": config.LOGS_PUBLISH,
     "otlp_endpoint": config.OTLP_ENDPOINT,
 }
+# The template process a process launcher forks workers from (runtime.worker.template), and
+# the largest message on its socket (a fork request carries the worker's whole environment).
+TEMPLATE_MODULE = "runtime.worker.template"
+TEMPLATE_MESSAGE_MAX = 1 << 20
 # Variables passed on as they are: the worker's NATS identity, and the object store's.
 CREDENTIALS = frozenset(config.NATS_AUTH_VARS)
 STORAGE = frozenset(name for name in config.VARIABLES if name.startswith("SHOAL_S3_"))
@@ -53,7 +57,7 @@ class LaunchEnv:
     nats_url: str | None = None  # the URL the controller is connected to
     controller_id: str | None = None
     code_dir: Path | None = None  # where it writes deployed code (the images set their own)
-    parent_pid: int | None = None  # the process launcher's pid: the worker drains without it
+    parent_pid: int | None = None  # its parent (launcher or template): it drains without it
     spawned_at: float | None = None  # Unix time the launcher started it (cold-start phases)
     heartbeat: float | None = None  # seconds between its liveness reports
     log_level: str | None = None

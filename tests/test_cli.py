@@ -96,11 +96,11 @@ class Up:
         )
         return env
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*SHOAL, "up", *args],
             cwd=self.cwd,
-            env=self.env(),
+            env=self.env(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -152,11 +152,14 @@ async def ashoal(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
     return await anyio.to_thread.run_sync(lambda: shoal(*args, env=env))
 
 
+@pytest.mark.parametrize("template", ["1", "0"], ids=["template", "no-template"])
 def test_up_from_a_relative_data_folder_serves_and_ctrl_c_stops_everything(
-    user_dir: Up,
+    user_dir: Up, template: str
 ) -> None:
+    """With workers forked from the template process (the default) and spawned."""
     up = user_dir
-    proc = up.start()  # defaults: --data .shoal, --functions functions (both relative)
+    # defaults: --data .shoal, --functions functions (both relative)
+    proc = up.start(SHOAL_WORKER_TEMPLATE=template)
     try:
         up.read_until(proc, SERVING)
         called = shoal("invoke", "echo", '{"text": "hi"}', env=up.env())
@@ -182,7 +185,8 @@ def test_up_from_a_relative_data_folder_serves_and_ctrl_c_stops_everything(
     assert out[1].startswith("started an S3 server")
     assert out[2].startswith("deployed echo")
     assert out[3].startswith("$ shoal invoke echo")
-    assert sum(line.startswith("started worker") for line in out) >= 1
+    started = [line for line in out if line.startswith("started worker")]
+    assert started and all(line.endswith(", forked)") == (template == "1") for line in started)
     assert SERVING in out and out[-1] == "stopping..."
     assert not [line for line in out if "Retrying" in line or "Traceback" in line], out
 

@@ -241,6 +241,15 @@ LAUNCHER = var(
     "`shoal controller`",
 )
 
+WORKER_TEMPLATE = var(
+    "SHOAL_WORKER_TEMPLATE",
+    BOOL,
+    True,
+    "fork process workers from a template process that has imported Shoal (fast cold starts);"
+    " 0: start each as a new interpreter",
+    "`shoal up`, `shoal controller` (process launcher)",
+)
+
 # -- what a launcher tells a worker (runtime.launch.LaunchEnv) ------------------------------
 
 LAUNCHED = "launchers set it, workers read it"
@@ -253,7 +262,8 @@ PARENT_PID = var(
     "SHOAL_PARENT_PID",
     integer(1, "a process id"),
     None,
-    "the process launcher's pid: the worker drains when it goes away",
+    "the pid of the worker's launcher (or its template process): the worker drains when it goes"
+    " away",
     LAUNCHED,
 )
 SPAWNED_AT = var(
@@ -416,6 +426,25 @@ S3_READY_TIMEOUT = var(
 )
 SSL_CERT_FILE = _optional("SSL_CERT_FILE", "CA bundle for https", S3, shown_default="certifi's")
 
+
+# -- executors' models (runtime.models) ----------------------------------------------------
+
+MODEL_CACHE = var(
+    "SHOAL_MODEL_CACHE",
+    PATH,
+    None,  # ~/.cache/shoal/models: the home folder is looked up when it is used
+    "a local folder for models prepared once: optimized onnxruntime graphs, memory-mappable"
+    " torch weights (the example embed's ONNX export too)",
+    "executor workers",
+    shown_default="`~/.cache/shoal/models`",
+)
+MODEL_CACHE_ENABLED = var(
+    "SHOAL_MODEL_CACHE_ENABLED",
+    BOOL,
+    True,
+    "load models from that cache (prepared on first use); 0: prepare them at every start",
+    "executor workers",
+)
 
 # -- partitioned models ---------------------------------------------------------------------
 

@@ -272,7 +272,8 @@ def executor(
     """Make a class a model executor: loaded once per executor worker, called with batches.
 
     The class defines ``setup(self)`` (load weights; ``self.device`` is "cuda" or "cpu" by
-    then) and ``__call__(self, batch)`` taking a list of items and returning a list of results
+    then, and ``self.model_cache`` a :class:`runtime.models.ModelCache` for models prepared
+    once) and ``__call__(self, batch)`` taking a list of items and returning a list of results
     in the same order. Items from many handler workers are batched together, up to
     ``max_batch`` or ``max_wait_ms``; with ``latency_target_ms`` the batch size adapts to the
     measured service time to meet it. ``engine`` is "torch", "onnxruntime" or "custom";

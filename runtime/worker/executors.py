@@ -12,6 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.handles import Executor
 from runtime.errors import ExecutorUnavailable, ShoalError
+from runtime.models import ModelCache
 from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
@@ -120,6 +121,8 @@ async def start_executor(definition: Definition) -> Batcher:
     instance = definition.target()
     instance.device = await anyio.to_thread.run_sync(pick_device, spec)
     instance.engine = spec.engine
+    # Where its engine keeps models prepared once (runtime.models): SHOAL_MODEL_CACHE...
+    instance.model_cache = ModelCache.from_env()
     setup = getattr(instance, "setup", None)
     if setup is not None:
         await run_hook(setup)

@@ -203,7 +203,10 @@ def test_onnx_export_is_cached(onnx_minilm, exports, cache_dir):
     (path,) = exports
     assert path.parent == cache_dir and path.exists()
     assert path == E.onnx_cache_path(E.model_dir())
-    assert [p.name for p in cache_dir.iterdir()] == [path.name]  # no temporary file left
+    # The export, its optimized graph (runtime.models), the weights' digests; nothing half-written.
+    assert sorted(p.name for p in cache_dir.glob("*.onnx")) == [path.name]
+    assert len(list(cache_dir.glob("minilm-*.optimized"))) == 1
+    assert not list(cache_dir.glob(".*"))
     assert onnx.load(str(path), load_external_data=False).ir_version <= 13
 
     second = make("onnxruntime")  # another executor worker, same cache
