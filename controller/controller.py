@@ -228,6 +228,10 @@ class Controller:
             out[s.function] = out.get(s.function, 0) + 1
         return out
 
+    def standing_in(self) -> set[str]:
+        """Functions whose cold path answers for them now (no ready worker seen yet)."""
+        return set(self._cold)
+
     def _spec_of_stream(self, stream: str) -> FunctionSpec | None:
         return next((s for s in self.functions.items().values() if s.stream == stream), None)
 

@@ -108,6 +108,16 @@ async def spans_until(
         await anyio.sleep(0.1)
 
 
+async def warm(cluster: Cluster, function: str) -> None:
+    """A first call, which waits in the cold path as a durable event; then until the
+    controller has closed that path, so that traced calls reach the worker (while both are
+    subscribed, either may take a call)."""
+    await request(cluster.nc, function, {"n": 1}, None)
+    with anyio.fail_after(20):
+        while function in cluster.controller.standing_in():  # noqa: ASYNC110
+            await anyio.sleep(0.05)  # polling the controller's state (no event), bounded
+
+
 def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, (name, [s.name for s in spans])
@@ -117,8 +127,7 @@ def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
 async def test_an_executor_request_is_one_trace(traced: tuple[Cluster, Receiver]) -> None:
     cluster, receiver = traced
     await cluster.deploy(FNS / "executors.py")
-    # Warm: a first call waits in the cold path as a durable event ("double process").
-    await request(cluster.nc, "double", {"n": 1}, None)
+    await warm(cluster, "double")
     value, headers = await request(cluster.nc, "double", {"n": 21}, TRACEPARENT)
     assert value == 42
     names = {"double call", "doubler send", "doubler execute", "doubler batch"}
@@ -140,7 +149,7 @@ async def test_an_executor_request_is_one_trace(traced: tuple[Cluster, Receiver]
 async def test_a_batch_links_every_request_it_served(traced: tuple[Cluster, Receiver]) -> None:
     cluster, receiver = traced
     await cluster.deploy(FNS / "executors.py")
-    await request(cluster.nc, "batchinfo", {"n": 1}, None)  # warm
+    await warm(cluster, "batchinfo")
     parents = [f"{i + 1:016x}" for i in range(8)]
     async with anyio.create_task_group() as tg:
         for i, parent in enumerate(parents):
