@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,3 +143,17 @@ __all__ += [
     "wait_workers",
     "workers_of",
 ]
+
+
+REPO = Path(__file__).parent.parent
+
+
+def shoal(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    """The ``shoal`` command, as a subprocess of this checkout, against NATS at ``url``."""
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO), "SHOAL_NATS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -5,9 +5,6 @@ a request stands; ``shoal dlq show`` prints a dead letter whole."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +23,11 @@ from runtime.wire import deadletter, protocol
 from runtime.wire.connection import kv
 from runtime.wire.results import ResultStore, make_result
 from runtime.worker.invoker import Invoker
-from tests.conftest import FNS, Cluster, controller_settings
+from tests.conftest import FNS, Cluster, controller_settings, shoal
 
 if TYPE_CHECKING:
+    import subprocess
+
     from nats.aio.client import Client as NATS
 
     from controller import EmbeddedNats
@@ -37,16 +36,6 @@ pytestmark = pytest.mark.anyio
 
 FAILING = FNS / "failing.py"
 REPO = Path(__file__).parent.parent
-
-
-def shoal(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        env={**os.environ, "PYTHONPATH": str(REPO), "SHOAL_NATS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def ashoal(*args: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ import pytest
 
 from runtime.wire import logstream, tracing
 from runtime.worker.logs import Publisher, Tee
-from tests.conftest import FNS, Cluster, wait_workers
+from tests.conftest import FNS, Cluster, shoal, wait_workers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,16 +29,6 @@ pytestmark = pytest.mark.anyio
 REPO = Path(__file__).parent.parent
 CHATTY = FNS / "chatty.py"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-def shoal(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        env={**os.environ, "PYTHONPATH": str(REPO), "SHOAL_NATS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def record(message: str) -> logging.LogRecord:

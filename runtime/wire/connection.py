@@ -221,6 +221,14 @@ async def connect(
 HEARTBEAT_TTL = 10.0
 
 
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Make stream ``config.name`` if it is missing; an existing one keeps its settings."""
+    try:
+        await js.stream_info(str(config.name))
+    except NotFoundError:
+        await js.add_stream(config)
+
+
 async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
     """Open one of Shoal's buckets, creating it with its standard settings if missing."""
     try:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from runtime.wire import connection
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -35,18 +37,16 @@ def subject(function: str) -> str:
 
 
 async def ensure_stream(js: JetStreamContext) -> None:
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=STREAM,
-                subjects=[f"{PREFIX}.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=MAX_AGE,
-            )
-        )
+    await connection.ensure_stream(
+        js,
+        StreamConfig(
+            name=STREAM,
+            subjects=[f"{PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=MAX_AGE,
+        ),
+    )
 
 
 async def dead_letter(

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
-from runtime.wire import tracing
+from runtime.wire import connection, tracing
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -42,20 +41,18 @@ def function_subjects(function: str) -> str:
 
 async def ensure_stream(js: JetStreamContext, max_age: float, max_bytes: int) -> None:
     """Make the stream if it is missing (an existing one keeps its limits)."""
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=STREAM,
-                subjects=[f"{PREFIX}.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                discard=DiscardPolicy.OLD,
-                max_age=max_age,
-                max_bytes=max_bytes,
-            )
-        )
+    await connection.ensure_stream(
+        js,
+        StreamConfig(
+            name=STREAM,
+            subjects=[f"{PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=max_age,
+            max_bytes=max_bytes,
+        ),
+    )
 
 
 def encode_lines(lines: Iterable[dict[str, Any]]) -> bytes:
