@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 FAILING = FNS / "failing.py"
-REPO = Path(__file__).parent.parent
 
 
 async def ashoal(*args: str, url: str) -> subprocess.CompletedProcess[str]:
