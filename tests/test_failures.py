@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +26,7 @@ from tests.conftest import FNS, Cluster, controller_settings, shoal
 
 if TYPE_CHECKING:
     import subprocess
+    from pathlib import Path
 
     from nats.aio.client import Client as NATS
 
