@@ -182,7 +182,11 @@ class KeepAlive:
         for w in workers:
             before = t.served.get(w.id)
             t.served[w.id] = w.served
-            if w.served > (before or 0) and w.reported_at is not None:
+            # With no last activity known (a restarted controller, or one taking the function
+            # over), a live worker counts as active as of its idleness: its heartbeat may
+            # predate the work it did, and unloading it at once would throw that away.
+            unknown = t.last is None and before is None
+            if (w.served > (before or 0) or unknown) and w.reported_at is not None:
                 at = w.reported_at - w.idle_for
                 latest = at if latest is None else max(latest, at)
         for gone in set(t.served) - {w.id for w in workers}:

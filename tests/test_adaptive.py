@@ -67,11 +67,22 @@ def test_the_fixed_window_scales_with_the_bin_width() -> None:
     assert ka.observe(SPEC, 5.5, demand=0, workers=[], ready=False) == 0
 
 
-def test_a_new_worker_with_nothing_served_is_no_activity() -> None:
+def test_a_prewarmed_worker_with_nothing_served_is_no_activity() -> None:
+    ka = KeepAlive(grace=1.0)
+    ka.observe(SPEC, 100.0, demand=0, workers=served(1, 0.0, 100.0), ready=True)
+    assert ka._tracks["f"].last == 100.0
+    fresh = served(0, 0.1, 200.0, wid="b")  # another worker, started before an expected event
+    ka.observe(SPEC, 200.0, demand=0, workers=fresh, ready=True)
+    assert ka._tracks["f"].last == 100.0  # it does not restart the windows
+
+
+def test_after_a_restart_a_live_worker_counts_as_active() -> None:
+    """A controller with no last activity for a function (restarted, or taking it over) keeps
+    its live worker for the window: that worker's heartbeat may predate the work it did."""
     ka = KeepAlive()
-    fresh = served(0, 0.1, 10.0)
-    assert ka.observe(SPEC, 10.0, demand=0, workers=fresh, ready=True) == 0
-    assert ka._tracks["f"].last is None  # a pre-warmed worker does not restart the windows
+    lagging = served(0, 0.5, 10.0)  # the heartbeat in KV was written before it served
+    assert ka.observe(SPEC, 10.0, demand=0, workers=lagging, ready=True) == 1
+    assert ka._tracks["f"].last == 9.5
 
 
 async def wait_recorded(*kas: KeepAlive) -> None:
