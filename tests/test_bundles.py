@@ -25,6 +25,7 @@ from runtime.bundles.store import kv_limit, prune_code
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from runtime.wire.spec import FunctionSpec
+from tests.conftest import wait_workers
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -358,6 +359,11 @@ async def test_a_bundle_above_the_kv_limit_goes_to_the_object_store(
             while (got := await client.call("weights", {}, timeout=60))["tag"] != tag:
                 pass
         assert got == {"sha": hashlib.sha256(weights).hexdigest(), "size": len(weights), "tag": tag}
+        # The old version's worker answers until the controller drains it: wait for that.
+        current = {spec.version}
+        await wait_workers(
+            cluster.nc, "weights", lambda ws, v=current: {w["version"] for w in ws.values()} == v
+        )
     # v1's code is no function's any more: gone once the grace for deploys in flight is over.
     store = await js.object_store(protocol.CODE_BUCKET)
     await store.get_info(shas[0])  # a deploy keeps recent code
