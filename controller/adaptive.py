@@ -8,8 +8,11 @@ unacknowledged, invocations in flight, executor items held by the cold path) and
 worker's heartbeat shows it finished more work than before (``served``; its ``idle_for``
 dates that work). An activity that follows a quiet spell starts a new one: the time since the
 previous one ended is an idle time, recorded in the shared history (KV, revision-checked) by a
-task off the reconcile path, with a cold start when demand found no ready worker. The
-controller's own clock is ``time.monotonic()``; only cold starts are stored as Unix times.
+task off the reconcile path, with a cold start when demand found no ready worker, and the
+time that activity began. The controller's own clock is ``time.monotonic()``; what is stored
+is in Unix time: cold starts, and the latest activity, from which a controller that restarts
+or takes the function over (it has seen no activity yet) dates the windows, so it pre-warms
+on time instead of waiting for the next event.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from .idle_history import COLD_KEPT_S, IdleHistoryStore, open_bucket
 from .keepalive import DEFAULT, KeepAliveSettings, Windows, new_history, windows, workers_wanted
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.abc import TaskGroup
     from nats.js import JetStreamContext
 
@@ -61,6 +66,7 @@ class _Track:
     windows: Windows | None = None  # from the stored history; None until it is read
     idle: list[float] = field(default_factory=list)  # idle times not yet recorded
     cold: list[float] = field(default_factory=list)  # cold starts (Unix times) not yet recorded
+    active_at: float | None = None  # the start of an activity (Unix time) not yet recorded
     syncing: bool = False  # a task is reading or recording the history
     lead: deque[float] = field(default_factory=lambda: deque(maxlen=LEAD_KEPT))
     wanted: int = 0  # the policy's answer at the latest pass
@@ -69,8 +75,15 @@ class _Track:
 class KeepAlive:
     """The policy's state for the functions one controller owns."""
 
-    def __init__(self, settings: KeepAliveSettings = DEFAULT, *, grace: float = 1.5) -> None:
+    def __init__(
+        self,
+        settings: KeepAliveSettings = DEFAULT,
+        *,
+        grace: float = 1.5,
+        unix_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.unix_clock = unix_clock  # what cold starts and activities are stored in
         # After demand is seen, heartbeats report the work it became a little later: work
         # that ended within this many seconds of it continues that activity, and so does
         # work this close to the previous activity (shorter idle times are not recorded).
@@ -78,6 +91,7 @@ class KeepAlive:
         self.store: IdleHistoryStore | None = None
         self._tg: TaskGroup | None = None
         self._tracks: dict[str, _Track] = {}
+        self._clock = (0.0, unix_clock())  # the latest pass's ``now`` and the Unix time then
         self.synced = anyio.Event()  # fires (and is replaced) after each recording task
 
     def busy(self) -> bool:
@@ -134,18 +148,20 @@ class KeepAlive:
         current version is serving; ``lead_s``: extra lead for a pre-warm (a reconcile tick).
         """
         t = self._tracks.setdefault(spec.name, _Track())
+        self._clock = (now, self.unix_clock())
         latest = self._activity(t, now, demand, workers)
         if latest is not None:
-            if latest > t.quiet_from and t.last is not None and latest - t.last > self.grace:
+            quiet = t.last is not None and latest > t.quiet_from and latest - t.last > self.grace
+            if quiet and t.last is not None:
                 t.idle.append(latest - t.last)  # a new activity after a quiet spell
+            if quiet or t.last is None:  # a new activity, or the first one seen here
+                t.active_at = self._unix(latest)
                 if demand and not ready:
-                    t.cold.append(time.time())
-            elif t.last is None and demand and not ready:
-                t.cold.append(time.time())  # its first activity seen: cold if it waits
+                    t.cold.append(self._clock[1])  # cold: it waits for a worker
             t.last = latest if t.last is None else max(t.last, latest)
         if demand:
             t.quiet_from = now + self.grace
-        if t.windows is None or t.idle or t.cold:
+        if t.windows is None or t.idle or t.cold or t.active_at is not None:
             self._sync(spec, t)
         since = None if t.last is None else now - t.last
         w = self.windows_of(spec)
@@ -174,6 +190,14 @@ class KeepAlive:
         if spec.kind == "executor" and called:
             wanted = 1
         return wanted * max(1, spec.partitions), self.fixed_s(spec)
+
+    def _offset(self) -> float:
+        """Unix time minus the clock ``observe`` is given (monotonic in a controller)."""
+        now, unix = self._clock
+        return unix - now
+
+    def _unix(self, at: float) -> float:
+        return at + self._offset()
 
     @staticmethod
     def _activity(t: _Track, now: float, demand: int, workers: list[WorkerState]) -> float | None:
@@ -204,14 +228,20 @@ class KeepAlive:
         assert self.store is not None
         try:
             while True:
-                idle, cold = t.idle, t.cold
-                t.idle, t.cold = [], []
-                if idle or cold:
-                    history = await self.store.record(spec.name, *idle, cold_at=cold)
+                idle, cold, active = t.idle, t.cold, t.active_at
+                t.idle, t.cold, t.active_at = [], [], None
+                if idle or cold or active is not None:
+                    history = await self.store.record(
+                        spec.name, *idle, cold_at=cold, active_at=active
+                    )
                 else:
                     history, _ = await self.store.read(spec.name)
+                if t.last is None and history.last_active > 0:
+                    # Nothing seen here yet (a restart, a take-over): the activity another
+                    # controller recorded dates the windows, so a pre-warm is not missed.
+                    t.last = min(self._clock[0], history.last_active - self._offset())
                 t.windows = windows(history, self.settings, fixed_s=self.fixed_s(spec))
-                if not (t.idle or t.cold):
+                if not (t.idle or t.cold or t.active_at is not None):
                     return
         except Exception as e:
             log.warning("keep-alive history of %s not updated: %s", spec.name, e)

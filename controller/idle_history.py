@@ -61,6 +61,7 @@ def encode(history: IdleHistory) -> bytes:
             "oob": history.oob_count,
             "oob_recent": list(history.oob_recent),
             "cold": list(history.cold_starts),
+            "last": history.last_active,
         }
     )
     return data
@@ -91,8 +92,13 @@ def decode(data: bytes) -> IdleHistory:
     cold = _list(value.get("cold"))  # absent in values written before it was kept
     if not all(_finite(x) for x in cold):
         raise ValueError("bad cold-start record")
+    last = value.get("last", 0.0)  # absent in values written before it was kept
+    if not _finite(last):
+        raise ValueError("bad last activity")
     recent_s = [float(x) for x in recent][-OOB_KEPT:]
-    return IdleHistory(float(bin_s), counts, oob, recent_s, [float(x) for x in cold])
+    return IdleHistory(
+        float(bin_s), counts, oob, recent_s, [float(x) for x in cold], last_active=float(last)
+    )
 
 
 def key_of(function: str) -> str:
@@ -149,14 +155,21 @@ class IdleHistoryStore:
             return None
 
     async def record(
-        self, function: str, *idle_s: float, cold_at: Sequence[float] = ()
+        self,
+        function: str,
+        *idle_s: float,
+        cold_at: Sequence[float] = (),
+        active_at: float | None = None,
     ) -> IdleHistory:
-        """Add idle times (seconds), and cold starts (Unix times), to the function's stored
-        history; what is stored now. Cold starts older than an hour are dropped."""
+        """Add idle times (seconds), cold starts (Unix times) and the time of an activity
+        (Unix; the latest one stored is kept) to the function's stored history; what is
+        stored now. Cold starts older than an hour are dropped."""
         for _ in range(self.attempts):
             history, revision = await self.read(function)
             for idle in idle_s:
                 observe_idle(history, idle)
+            if active_at is not None:
+                history.last_active = max(history.last_active, active_at)
             since = time.time() - COLD_KEPT_S
             cold = sorted(t for t in [*history.cold_starts, *cold_at] if t >= since)
             history.cold_starts = cold[-COLD_KEPT:]

@@ -79,6 +79,9 @@ class IdleHistory:
     # Bookkeeping the policy does not read: when (Unix time) the function's recent cold
     # starts were, as the controller records them for `shoal status`.
     cold_starts: list[float] = field(default_factory=list)
+    # And when (Unix time) its latest recorded activity was, so that a controller that
+    # restarts or takes the function over knows when to pre-warm it (0: not known).
+    last_active: float = 0.0
     in_range: int = field(init=False)  # sum(counts)
     _sumsq: int = field(init=False, repr=False)  # sum of squared counts, for the CV
 

@@ -127,6 +127,39 @@ async def test_two_controllers_share_a_history_and_lose_no_samples(
         await other.close()
 
 
+@pytest.mark.anyio
+async def test_a_controller_taking_a_function_over_prewarms_from_the_stored_last_activity(
+    nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    unix = 1_000_000.0  # the Unix clock both controllers read, moved by the test
+    async with anyio.create_task_group() as tg:
+        a = KeepAlive(grace=0.0, unix_clock=lambda: unix)
+        await a.start(nc.jetstream(), tg)
+        for i in range(1, 31):  # a function called every 600 s, last at 18,000 s
+            for now, demand in ((600.0 * i, 1), (600.0 * i + 1, 0)):
+                unix = 1_000_000.0 + now
+                a.observe(SPEC, now, demand=demand, workers=[], ready=True)
+            await anyio.lowlevel.checkpoint()
+        await wait_recorded(a)
+        stored, _ = await IdleHistoryStore(await open_bucket(nc.jetstream())).read("f")
+        assert stored.last_active == 1_018_000.0
+        # Another controller, its own monotonic clock at 5 s, takes the function over 100 s
+        # later with no worker running: nothing due yet...
+        b = KeepAlive(grace=0.0, unix_clock=lambda: unix)
+        await b.start(nc.jetstream(), tg)
+        unix = 1_018_100.0
+        assert b.observe(SPEC, 5.0, demand=0, workers=[], ready=False) == 0
+        await wait_recorded(b)
+        assert b._tracks["f"].last == -95.0  # 100 s before its now
+        # ...and at 539 s after that activity (the 540 s pre-warm, less a 1 s lead) it
+        # starts a worker, with no event waiting.
+        unix = 1_018_538.0
+        assert b.observe(SPEC, 443.0, demand=0, workers=[], ready=False) == 0
+        unix = 1_018_539.0
+        assert b.observe(SPEC, 444.0, demand=0, workers=[], ready=False) == 1
+        tg.cancel_scope.cancel()
+
+
 BIN_S = 1.0  # the compressed clock: a bin of 1 s stands for a minute
 BEAT_S = 8.0  # the function is called every 8 s (8 "minutes")
 
