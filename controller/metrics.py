@@ -100,8 +100,8 @@ async def _backlog(controller: Controller, specs: dict[str, FunctionSpec]) -> di
             log.debug("backlog of %s unknown: %r", spec.name, e)
 
     async with anyio.create_task_group() as tg:
-        for name, spec in specs.items():
-            if spec.kind != "executor" and controller.owner(name) == controller.id:
+        for spec in specs.values():
+            if spec.kind != "executor" and controller.places():
                 tg.start_soon(one, spec)
     return out
 
