@@ -223,7 +223,7 @@ class Controller:
             "capacity": self.settings.capacity.to_dict(),
             "usage": {**used.to_dict(), "workers": len(mine)},
             "gpu_devices": {w: list(d) for w, d in self._devices.items()},
-            "starting": self.starting_counts(),
+            "starting": {w: s.function for w, s in self._starting.items()},
         }
         return msgpack.packb(info)  # type: ignore[no-any-return]
 
@@ -345,10 +345,14 @@ class Controller:
         """Decide each function's wanted workers, spread them over the live hosts, write
         the plan (which renews the lease)."""
         host_of = {c: str(info.get("host") or c) for c, info in live.items()}
+        # Launched and not reporting yet, on any host: a worker that has reported in is
+        # counted once, as live, though its controller's heartbeat may still list it.
+        reported = {str(w.get("id")) for ws in by_function.values() for w in ws}
         starting: dict[str, int] = {}
         for info in live.values():
-            for name, n in (info.get("starting") or {}).items():
-                starting[name] = starting.get(name, 0) + int(n)
+            for wid, name in (info.get("starting") or {}).items():
+                if wid not in reported:
+                    starting[name] = starting.get(name, 0) + 1
         self._up = set(starting) | {
             name for name, ws in by_function.items() if any(w.get("state") == "ready" for w in ws)
         }
