@@ -33,7 +33,7 @@ from .adaptive import KeepAlive
 from .cold import ColdPath
 from .exhausted import watch_exhausted
 from .figures import ClusterFigures
-from .hosts import Amount, capacity, host_name, machine_capacity, need_of
+from .hosts import CUDA_VISIBLE_DEVICES, Amount, capacity, host_name, machine_capacity, need_of
 from .keepalive import KeepAliveSettings
 from .launcher import Launcher, LaunchRequest
 from .lease import PlacementLease
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoal.controller")
 
-CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"  # read by CUDA itself, not by Shoal
 _SEEN = "_seen"  # added to a heartbeat's values: when it arrived (time.monotonic())
 
 

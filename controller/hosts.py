@@ -9,7 +9,9 @@ Placement (:mod:`controller.placement`) fits each function's workers into those 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from runtime.wire.spec import FunctionSpec
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
+# The GPUs a worker may use, in its launch request's environment: CUDA reads it in a process
+# worker; the container launcher turns it into the container's devices.
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 
 @dataclass(frozen=True, order=True)
@@ -64,13 +69,20 @@ def need_of(spec: FunctionSpec) -> Amount:
 
 
 def machine_gpus() -> int:
-    """NVIDIA GPUs on this machine: the driver's list, else what libcuda reports."""
+    """NVIDIA GPUs on this machine: the driver's list, else ``nvidia-smi -L``'s (0 without
+    either). The controller does not load CUDA to ask, as a worker does."""
     try:
         return sum(1 for _ in NVIDIA_GPUS.iterdir())
     except OSError:
-        from runtime.worker.executors import cuda_devices
-
-        return cuda_devices()
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
 
 
 def machine_capacity() -> Amount:

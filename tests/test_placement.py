@@ -5,6 +5,7 @@ mid-load (its controller and its workers) moving its share to the other, losing 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,13 @@ class Hosts:
                 except ProcessLookupError:
                     pass
         self.procs[host].wait(10)
+
+    def status(self) -> dict[str, Any]:
+        """``shoal status --json``."""
+        cmd = [sys.executable, "-m", "controller.cli", "status", "--json"]
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -158,6 +166,13 @@ async def test_workers_spread_and_a_gpu_executor_goes_only_to_the_gpu_host(
         # A second worker of it would need a second GPU: the plan says it fits nowhere.
         placement = (await entries(nc, protocol.PLACEMENT_BUCKET))["plan"]
         assert placement["plan"]["gpuprobe"] == {"b": 1}
+
+        # shoal status shows the hosts: capacity, usage, what the plan gives each.
+        status = await anyio.to_thread.run_sync(hosts.status)
+        shown = {h["host"]: h for h in status["hosts"]}
+        assert set(shown) == {"a", "b", "c"} and status["placer"] == placement["leader"]
+        assert shown["b"]["capacity"]["gpus"] == 1 and shown["b"]["planned"]["gpuprobe"] == 1
+        assert sum(h["planned"]["work"] for h in shown.values()) == 4
     finally:
         hosts.stop()
 
