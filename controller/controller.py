@@ -371,8 +371,12 @@ class Controller:
         chosen = self._hosts(live)
         capacities = {h: Amount.from_dict(live[c].get("capacity") or {}) for h, c in chosen.items()}
         placed = place(wanted, capacities, previous)
+        before = self.lease.unplaced()
         for name, n in placed.unplaced.items():
-            log.warning("%d worker(s) of %s fit on no host (need %s)", n, name, wanted[name].need)
+            if before.get(name) != n:  # said once, not at every pass
+                log.warning(
+                    "%d worker(s) of %s fit on no host (need %s)", n, name, wanted[name].need
+                )
         await self.lease.publish(placed.plan, placed.unplaced, chosen)
 
     def _hosts(self, live: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -491,7 +495,7 @@ class Controller:
         need = need_of(spec)
         devices = self._free_gpus(need.gpus) if need.gpus else ()
         if devices is None:  # a draining worker still holds the GPU: start it once it is gone
-            log.info("no free GPU for a worker of %s yet", spec.name)
+            log.debug("no free GPU for a worker of %s yet", spec.name)
             return False
         wid = uuid.uuid4().hex[:12]
         self._starting[wid] = _Starting(spec.name, time.monotonic())
