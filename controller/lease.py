@@ -127,6 +127,8 @@ class PlacementLease:
     async def publish(self, plan: Plan, unplaced: dict[str, int], hosts: dict[str, str]) -> bool:
         """Write the plan (renewing the lease) if it changed or a renewal is due; False when
         another controller holds the lease now."""
+        if not self.leads():  # another took it (this view heard): never write over its plan
+            return False
         value = {"leader": self.me, "plan": plan, "unplaced": unplaced, "hosts": hosts}
         if value == self.value and time.monotonic() - self._written_at < self.renew_s:
             return True

@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from controller import deploy_file
+from controller.lease import PlacementLease
 from runtime import Client
 from runtime.wire import protocol
 from runtime.wire.connection import kv
@@ -213,3 +214,50 @@ async def test_killing_a_host_mid_load_moves_its_share_and_loses_nothing(
         }
     finally:
         hosts.stop()
+
+
+async def test_the_lease_passes_only_when_it_lapses_and_the_old_holder_cannot_write(
+    nc: NATS,
+) -> None:
+    """Two controllers' views of the lease on one bucket: one holds it; the other takes it
+    only once it is unrenewed for lease_s (or its holder is not live); the old holder's
+    writes then fail and it steps down, the new plan intact."""
+    bucket = await kv(nc.jetstream(), protocol.PLACEMENT_BUCKET)
+    heard = {"ctl-a": anyio.Event(), "ctl-b": anyio.Event()}
+
+    def lease(me: str) -> PlacementLease:
+        def on_change() -> None:
+            heard[me].set()
+            heard[me] = anyio.Event()
+
+        return PlacementLease(bucket, me, lease_s=1.5, renew_s=0.1, on_change=on_change)
+
+    async def until(view: PlacementLease, cond: Any) -> None:
+        with anyio.fail_after(5):  # the view follows the bucket's watch
+            while not cond():
+                await heard[view.me].wait()
+
+    a, b = lease("ctl-a"), lease("ctl-b")
+    both = {"ctl-a", "ctl-b"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run)
+        await tg.start(b.run)
+        assert await a.claim(both)
+        assert await a.publish({"f": {"h1": 2}}, {}, {"h1": "ctl-a"})
+        await until(b, lambda: b.plan() == {"f": {"h1": 2}})
+        assert not await b.claim(both) and b.leader == "ctl-a"  # held and renewed
+        assert await b.claim({"ctl-b"})  # a is not live: b takes over at once
+        assert b.plan() == {"f": {"h1": 2}}  # the plan as it stood
+        assert await b.publish({"f": {"h2": 2}}, {}, {"h2": "ctl-b"})
+        # a's write is refused, whether or not it has heard yet (the revision check).
+        assert not await a.publish({"f": {"h1": 3}}, {}, {"h1": "ctl-a"})
+        await until(a, lambda: a.plan() == {"f": {"h2": 2}})
+        assert not a.leads() and a.leader == "ctl-b"
+        assert not await a.claim(both)  # b is live and has just written
+        # b stops renewing: once lease_s has passed on a's clock, a takes the lease back.
+        await anyio.sleep(1.6)  # the lease's life itself, what is tested here
+        assert await a.claim(both) and a.plan() == {"f": {"h2": 2}}
+        await a.release()
+        await until(b, lambda: not b.leader)
+        assert await b.claim(both)  # released: free at once
+        tg.cancel_scope.cancel()
