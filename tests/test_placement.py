@@ -261,3 +261,20 @@ async def test_the_lease_passes_only_when_it_lapses_and_the_old_holder_cannot_wr
         await until(b, lambda: not b.leader)
         assert await b.claim(both)  # released: free at once
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--capacity", "gpus=x"], {}, "--capacity='gpus=x'"),
+        ([], {"SHOAL_CAPACITY": "cpu=-2"}, "SHOAL_CAPACITY='cpu=-2'"),
+    ],
+)
+def test_a_bad_capacity_stops_the_controller_naming_it(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    cmd = [sys.executable, "-m", "controller.cli", "controller", *args]
+    done = subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and named in done.stderr, done.stderr
