@@ -121,6 +121,7 @@ class Controller:
         self._announced: dict[str, str] = {}  # function -> version announced as served
         self._devices: dict[str, tuple[int, ...]] = {}  # worker -> the GPUs it was given
         self._needs: dict[str, Amount] = {}  # worker -> what it takes of the host
+        self._told: set[tuple[str, str]] = set()  # (host, controller) warned of as a twin
         s = self.settings
         # Adaptive keep-alive (docs/keepalive.md); heartbeats report work up to a beat late.
         self.keepalive = KeepAlive(
@@ -365,7 +366,13 @@ class Controller:
                 count = sum(previous.get(name, {}).values())
                 wanted[name] = Wanted(count, need_of(spec))
                 continue
-            hosts = {str(w.get("id")): host_of.get(str(w.get("controller")), "") for w in workers}
+            # Where the current version's drained workers run (older versions' are not
+            # counted in ``wanted``): the function shrinks there.
+            hosts = {
+                str(w.get("id")): host_of.get(str(w.get("controller")), "")
+                for w in workers
+                if w.get("version") == spec.version
+            }
             shrink = tuple(hosts[w] for w in decision.drain if hosts.get(w))
             wanted[name] = Wanted(decision.wanted, need_of(spec), shrink)
         chosen = self._hosts(live)
@@ -387,7 +394,9 @@ class Controller:
         for c in sorted(live):
             h = str(live[c].get("host") or c)
             if h in chosen and planned.get(h) != c:
-                log.warning("controllers %s and %s both say they run on %s", chosen[h], c, h)
+                if (h, c) not in self._told:  # said once
+                    self._told.add((h, c))
+                    log.warning("controllers %s and %s both run on %s", chosen[h], c, h)
                 continue
             chosen[h] = c
         return chosen

@@ -18,13 +18,13 @@ import anyio
 import msgpack
 import pytest
 
-from controller import deploy_file
+from controller import Controller, ProcessLauncher, deploy_file
 from controller.lease import PlacementLease
 from runtime import Client
 from runtime.wire import protocol
 from runtime.wire.connection import kv
 from runtime.wire.kvwatch import Change, Follower, listing
-from tests.conftest import FAST, FNS, wait_workers
+from tests.conftest import FAST, FNS, controller_settings, wait_workers
 from tests.test_faults import Run
 
 if TYPE_CHECKING:
@@ -278,3 +278,25 @@ def test_a_bad_capacity_stops_the_controller_naming_it(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and named in done.stderr, done.stderr
+
+
+async def test_two_controllers_naming_one_host_start_its_workers_once(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    async with (
+        ProcessLauncher(code_dir=tmp_path / "x") as lx,
+        ProcessLauncher(code_dir=tmp_path / "y") as ly,
+        anyio.create_task_group() as tg,
+    ):
+        x = Controller(nc, lx, controller_settings(controller_id="ctl-x", host="same"))
+        y = Controller(nc, ly, controller_settings(controller_id="ctl-y", host="same"))
+        await tg.start(x.run)
+        await tg.start(y.run)
+        await deploy_file(nc, PLACED, wait=0)
+        ready = await wait_workers(nc, "work", lambda e: sum(by_controller(e).values()) >= 4)
+        [(runs, n)] = by_controller(ready).items()  # one controller ran them all
+        assert n == 4 and x.lease.hosts() == {"same": runs}
+        # and the other, told the host is not its own, starts nothing meanwhile
+        assert not (lx if runs == "ctl-y" else ly).running()
+        tg.cancel_scope.cancel()
