@@ -26,7 +26,7 @@ from runtime import config
 from runtime.launch import LaunchEnv
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
-from runtime.wire import logstream, protocol
+from runtime.wire import logstream, protocol, replicas
 from runtime.wire.connection import kv
 
 from .adaptive import KeepAlive
@@ -134,6 +134,7 @@ class Controller:
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
         await _ensure_logs(self.js)
+        await replicas.settle(self.js)  # a deployment made on fewer servers gains copies
         info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
         exhausted: Subscription | None = None
         try:
