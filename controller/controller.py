@@ -3,17 +3,17 @@
 Workers pull events from their function's durable consumer themselves, so the controller is
 never on the data path: it watches backlog and heartbeats, spawns workers from zero on the
 first event, drains idle ones, and replaces dead ones. Several controllers can run against one
-NATS: each function is owned by one live controller (rendezvous hashing over the controllers'
-heartbeats), and ownership moves when a controller goes away. Its only state is in NATS.
+NATS, one per host (docs/placement.md): each announces its host's capacity and usage in its
+heartbeat, one of them holds the placement lease (:mod:`controller.lease`) and turns every
+function's scaling decision into a plan of workers per host (:mod:`controller.placement`),
+and each starts and stops only its own host's share of that plan. Its only state is in NATS.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,9 +33,12 @@ from .adaptive import KeepAlive
 from .cold import ColdPath
 from .exhausted import watch_exhausted
 from .figures import ClusterFigures
+from .hosts import CUDA_VISIBLE_DEVICES, Amount, capacity, host_name, machine_capacity, need_of
 from .keepalive import KeepAliveSettings
 from .launcher import Launcher, LaunchRequest
+from .lease import PlacementLease
 from .metrics_server import MetricsServer
+from .placement import Wanted, place
 from .scaler import Decision, Observation, WorkerState, decide
 from .views import InfoView, SpecView
 
@@ -65,6 +68,9 @@ class ControllerSettings:
     calibrate: bool = True  # measure the data plane at start, for partitioned models
     keepalive_bin_s: float = config.KEEPALIVE_BIN_S.default  # the keep-alive policy's clock
     metrics_addr: str | None = None  # host:port for /metrics and the status page; None: off
+    host: str = field(default_factory=host_name)  # the host its workers run on
+    capacity: Amount = field(default_factory=machine_capacity)  # what that host offers
+    lease_s: float | None = None  # the placement lease's life unrenewed; None: stale_after
 
     @classmethod
     def from_env(cls, env: config.Env | None = None, **overrides: Any) -> ControllerSettings:
@@ -83,6 +89,9 @@ class ControllerSettings:
         controller_id = config.CONTROLLER_ID.get(env)
         if controller_id is not None:
             values["controller_id"] = controller_id
+        values["host"] = host_name(env)
+        values["capacity"] = capacity(config.HOST_CAPACITY.get(env) or {})
+        values["lease_s"] = config.PLACEMENT_LEASE.get(env)
         return cls(**{**values, **overrides})
 
 
@@ -110,6 +119,8 @@ class Controller:
         self._cold: dict[str, ColdPath] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
         self._announced: dict[str, str] = {}  # function -> version announced as served
+        self._devices: dict[str, tuple[int, ...]] = {}  # worker -> the GPUs it was given
+        self._needs: dict[str, Amount] = {}  # worker -> what it takes of the host
         s = self.settings
         # Adaptive keep-alive (docs/keepalive.md); heartbeats report work up to a beat late.
         self.keepalive = KeepAlive(
@@ -121,6 +132,7 @@ class Controller:
         self.functions: SpecView
         self.workers: InfoView
         self.controllers: InfoView
+        self.lease: PlacementLease
 
     def wake(self) -> None:
         self._wake.set()
@@ -133,20 +145,28 @@ class Controller:
         self.workers = InfoView(workers_kv, also=self.figures.apply)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
+        s = self.settings
+        self.lease = PlacementLease(
+            await kv(self.js, protocol.PLACEMENT_BUCKET),
+            self.id,
+            lease_s=s.lease_s or s.stale_after,
+            renew_s=s.heartbeat,
+            on_change=self.wake,
+        )
         await _ensure_logs(self.js)
-        info = msgpack.packb({"id": self.id, "host": socket.gethostname(), "pid": os.getpid()})
         exhausted: Subscription | None = None
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.functions.run)
                 await tg.start(self.workers.run)
                 await tg.start(self.controllers.run)
+                await tg.start(self.lease.run)
                 try:
                     await self.keepalive.start(self.js, tg)
                 except Exception as e:  # the policy then keeps the fixed windows
                     log.warning("keep-alive histories unavailable: %s", e)
-                await controllers_kv.put(self.id, info)
-                tg.start_soon(self._heartbeats, controllers_kv, info)
+                await controllers_kv.put(self.id, self._heartbeat())
+                tg.start_soon(self._heartbeats, controllers_kv)
                 tg.start_soon(self._on_exits, workers_kv)
                 tg.start_soon(self._wake_on_deploys)
                 if self.settings.calibrate:
@@ -154,7 +174,7 @@ class Controller:
                 exhausted = await watch_exhausted(
                     self.nc,
                     self._spec_of_stream,
-                    lambda name: self.owner(name) == self.id,
+                    lambda name: self.places(),
                     self.figures.dead_lettered,
                 )
                 if self.settings.metrics_addr:
@@ -176,6 +196,7 @@ class Controller:
                     await _quietly(exhausted.unsubscribe())
                 for path in self._cold.values():
                     await _quietly(path.close())
+                await _quietly(self.lease.release())
                 await _quietly(controllers_kv.delete(self.id))
 
     async def _calibrate(self) -> None:
@@ -189,10 +210,26 @@ class Controller:
             except Exception as e:
                 log.warning("data plane calibration failed (%s); workers keep the last fit", e)
 
-    async def _heartbeats(self, bucket: Any, info: bytes) -> None:
+    def _heartbeat(self) -> bytes:
+        """This controller's entry in ``shoal_controllers``: its host, the host's capacity,
+        and what its workers take of it (docs/placement.md)."""
+        mine = sorted(self._mine)
+        used = sum((self._needs.get(w, Amount()) for w in mine), Amount())
+        info = {
+            "id": self.id,
+            "host": self.settings.host,
+            "pid": os.getpid(),
+            "capacity": self.settings.capacity.to_dict(),
+            "usage": {**used.to_dict(), "workers": len(mine)},
+            "gpu_devices": {w: list(d) for w, d in self._devices.items()},
+            "starting": {w: s.function for w, s in self._starting.items()},
+        }
+        return msgpack.packb(info)  # type: ignore[no-any-return]
+
+    async def _heartbeats(self, bucket: Any) -> None:
         while True:
             await anyio.sleep(self.settings.heartbeat)
-            await _quietly(bucket.put(self.id, info))
+            await _quietly(bucket.put(self.id, self._heartbeat()))
 
     async def _wake_on_deploys(self) -> None:
         while True:
@@ -203,6 +240,8 @@ class Controller:
         async for ex in self.launcher.exits:
             starting = self._starting.pop(ex.worker_id, None)
             self._mine.discard(ex.worker_id)
+            self._devices.pop(ex.worker_id, None)
+            self._needs.pop(ex.worker_id, None)
             expected = self._draining.pop(ex.worker_id, None) is not None
             if not expected:
                 log.warning(
@@ -235,27 +274,31 @@ class Controller:
     def _spec_of_stream(self, stream: str) -> FunctionSpec | None:
         return next((s for s in self.functions.items().values() if s.stream == stream), None)
 
-    def owner(self, function: str) -> str:
-        """The live controller responsible for scaling ``function``."""
-        live = set(self.controllers.items(self.settings.stale_after)) | {self.id}
-        return max(live, key=lambda c: hashlib.sha256(f"{c}/{function}".encode()).digest())
+    def places(self) -> bool:
+        """Whether this controller holds the placement lease (scales every function)."""
+        return self.lease.leads()
+
+    def live_controllers(self) -> dict[str, dict[str, Any]]:
+        """Controllers heard from within ``stale_after``, this one included."""
+        live = self.controllers.items(self.settings.stale_after)
+        live[self.id] = msgpack.unpackb(self._heartbeat(), raw=False)
+        return live
 
     async def reconcile(self) -> None:
-        """One pass over every function: observe, decide, act."""
+        """One pass: the placing controller decides every function's workers and places
+        them on hosts; every controller then brings its own host's share to the plan."""
         specs = self.functions.items()
         by_function: dict[str, list[dict[str, Any]]] = {}
         for w, seen in self.workers.entries(self.settings.stale_after).values():
             by_function.setdefault(str(w.get("function")), []).append({**w, _SEEN: seen})
         await self._check_starting(by_function)
+        live = self.live_controllers()
+        if await self.lease.claim(live):
+            await self._place(specs, by_function, live)
+        else:
+            self.keepalive.keep_only(set())
         await self._forget_gone(specs, by_function)
-        self._up = {s.function for s in self._starting.values()} | {
-            name for name, ws in by_function.items() if any(w.get("state") == "ready" for w in ws)
-        }
-        owned = {name for name in specs if self.owner(name) == self.id}
-        self.keepalive.keep_only(owned)
-        for name, spec in specs.items():
-            if name in owned:
-                await self._reconcile_one(spec, by_function.get(name, []))
+        await self._run_share(specs, by_function)
 
     async def _check_starting(self, by_function: dict[str, list[dict[str, Any]]]) -> None:
         """Workers that reported in are started; those that never did are killed."""
@@ -273,25 +316,85 @@ class Controller:
     async def _forget_gone(
         self, specs: dict[str, FunctionSpec], by_function: dict[str, list[dict[str, Any]]]
     ) -> None:
-        """Drop what ended: drained workers gone, cold paths of functions not ours, removed
-        functions' workers."""
+        """Drop what ended: drained workers gone, cold paths this controller no longer keeps,
+        its own workers of removed functions."""
         live_ids = {str(w.get("id")) for ws in by_function.values() for w in ws}
         for wid in list(self._draining):
             if wid not in live_ids and wid not in self._mine:
                 del self._draining[wid]  # gone, whoever launched it
         for name in list(self._cold):
-            if name not in specs or self.owner(name) != self.id:
+            if name not in specs or not self.places():
                 await self._set_cold(name, None)
         for name, gone in by_function.items():
-            if name not in specs and self.owner(name) == self.id:
+            if name not in specs:
                 # Removed (shoal rm): its workers go, in-flight work finished first.
-                await self._drain(name, [str(w.get("id")) for w in gone])
+                await self._drain(name, [str(w.get("id")) for w in gone if self._launched(w)])
 
-    async def _reconcile_one(self, spec: FunctionSpec, workers: list[dict[str, Any]]) -> None:
-        """Observe one function this controller owns, decide, act."""
+    def _launched(self, worker: Mapping[str, Any]) -> bool:
+        return worker.get("controller") == self.id
+
+    # -- placing (the lease holder) ---------------------------------------------------------
+
+    async def _place(
+        self,
+        specs: dict[str, FunctionSpec],
+        by_function: dict[str, list[dict[str, Any]]],
+        live: dict[str, dict[str, Any]],
+    ) -> None:
+        """Decide each function's wanted workers, spread them over the live hosts, write
+        the plan (which renews the lease)."""
+        host_of = {c: str(info.get("host") or c) for c, info in live.items()}
+        # Launched and not reporting yet, on any host: a worker that has reported in is
+        # counted once, as live, though its controller's heartbeat may still list it.
+        reported = {str(w.get("id")) for ws in by_function.values() for w in ws}
+        starting: dict[str, int] = {}
+        for info in live.values():
+            for wid, name in (info.get("starting") or {}).items():
+                if wid not in reported:
+                    starting[name] = starting.get(name, 0) + 1
+        self._up = set(starting) | {
+            name for name, ws in by_function.items() if any(w.get("state") == "ready" for w in ws)
+        }
+        self.keepalive.keep_only(set(specs))
+        previous = self.lease.plan()
+        wanted: dict[str, Wanted] = {}
+        for name, spec in specs.items():
+            workers = by_function.get(name, [])
+            decision = await self._decide_one(spec, workers, starting.get(name, 0))
+            if decision is None:  # its backlog is unknown this pass: keep its workers
+                count = sum(previous.get(name, {}).values())
+                wanted[name] = Wanted(count, need_of(spec))
+                continue
+            hosts = {str(w.get("id")): host_of.get(str(w.get("controller")), "") for w in workers}
+            shrink = tuple(hosts[w] for w in decision.drain if hosts.get(w))
+            wanted[name] = Wanted(decision.wanted, need_of(spec), shrink)
+        chosen = self._hosts(live)
+        capacities = {h: Amount.from_dict(live[c].get("capacity") or {}) for h, c in chosen.items()}
+        placed = place(wanted, capacities, previous)
+        for name, n in placed.unplaced.items():
+            log.warning("%d worker(s) of %s fit on no host (need %s)", n, name, wanted[name].need)
+        await self.lease.publish(placed.plan, placed.unplaced, chosen)
+
+    def _hosts(self, live: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Host name -> its controller: one each (two claiming one name: the one the plan
+        has, else the lowest id)."""
+        planned = self.lease.hosts()
+        chosen: dict[str, str] = {}
+        for c in sorted(live):
+            h = str(live[c].get("host") or c)
+            if h in chosen and planned.get(h) != c:
+                log.warning("controllers %s and %s both say they run on %s", chosen[h], c, h)
+                continue
+            chosen[h] = c
+        return chosen
+
+    async def _decide_one(
+        self, spec: FunctionSpec, workers: list[dict[str, Any]], starting: int
+    ) -> Decision | None:
+        """One function's scaling decision from what the cluster shows of it (None: its
+        backlog cannot be read now)."""
         name = spec.name
         states = [WorkerState.of(w, w.get(_SEEN)) for w in workers]
-        starting = sum(1 for s in self._starting.values() if s.function == name)
         cold = self._cold.get(name)
         if spec.kind == "executor":
             # Executors' load is in their heartbeats, plus items held while cold.
@@ -302,20 +405,21 @@ class Controller:
                 ci = await self.js.consumer_info(spec.stream, protocol.CONSUMER)
             except Exception as e:
                 log.warning("cannot read backlog of %s: %s", name, e)
-                return
+                return None
             pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
             waiting = pending + unacked
         ready = any(w.state == "ready" and w.version == spec.version for w in states)
         obs = Observation(
             pending, unacked, states, starting, *self._keep_warm(spec, states, waiting)
         )
-        await self._act(spec, decide(spec, obs))
+        decision = decide(spec, obs)
         await self._set_cold(name, None if ready else spec)
         if self._announced.get(name) != spec.version:
             # Requests are answered from here on (by a worker, or queued by the cold
             # path): tell a waiting deploy so it returns only then.
             self._announced[name] = spec.version
             await self.nc.publish(protocol.deployed_subject(name), spec.version.encode())
+        return decision
 
     def _keep_warm(
         self, spec: FunctionSpec, states: list[WorkerState], waiting: int
@@ -337,12 +441,36 @@ class Controller:
             called=called,
         )
 
-    async def _act(self, spec: FunctionSpec, decision: Decision) -> None:
+    # -- running this host's share (every controller) ---------------------------------------
+
+    async def _run_share(
+        self, specs: dict[str, FunctionSpec], by_function: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """Start or drain this host's workers to match the plan's count for it."""
+        if self.lease.hosts().get(self.settings.host) != self.id:
+            return  # the plan has not (or not yet) given this host to this controller
+        plan = self.lease.plan()
+        for name, spec in specs.items():
+            mine = [w for w in by_function.get(name, []) if self._launched(w)]
+            await self._reconcile_share(spec, mine, plan.get(name, {}).get(self.settings.host, 0))
+
+    async def _reconcile_share(
+        self, spec: FunctionSpec, workers: list[dict[str, Any]], target: int
+    ) -> None:
+        """Bring this host's workers of ``spec`` to ``target``: older versions drain, the
+        longest idle go first, new ones start (after a crash-loop's back-off)."""
+        draining = self._draining
+        ready = [w for w in workers if w.get("state") == "ready" and w.get("id") not in draining]
+        stale = [str(w.get("id")) for w in ready if w.get("version") != spec.version]
+        current = [WorkerState.of(w) for w in ready if w.get("version") == spec.version]
+        have = len(current) + sum(1 for s in self._starting.values() if s.function == spec.name)
+        surplus = sorted(current, key=lambda w: (w.inflight > 0, -w.idle_for))[: have - target]
+        await self._drain(spec.name, [*stale, *(w.id for w in surplus)])
         _, not_before = self._failures.get(spec.name, (0, 0.0))
-        if decision.spawn and time.monotonic() >= not_before:
-            for _ in range(decision.spawn):
-                await self._spawn(spec)
-        await self._drain(spec.name, decision.drain)
+        if time.monotonic() >= not_before:
+            for _ in range(target - have):
+                if not await self._spawn(spec):
+                    break
 
     async def _drain(self, function: str, worker_ids: Iterable[str]) -> None:
         now = time.monotonic()
@@ -352,15 +480,32 @@ class Controller:
                 log.info("draining worker %s of %s", wid, function)
                 await self.nc.publish(protocol.worker_stop_subject(wid), b"")
 
-    async def _spawn(self, spec: FunctionSpec) -> None:
+    def _free_gpus(self, n: int) -> tuple[int, ...] | None:
+        """``n`` of the host's declared GPUs that none of its workers holds (None: too few)."""
+        held = {d for w, ds in self._devices.items() if w in self._mine for d in ds}
+        free = [d for d in range(self.settings.capacity.gpus) if d not in held]
+        return tuple(free[:n]) if len(free) >= n else None
+
+    async def _spawn(self, spec: FunctionSpec) -> bool:
+        """Start a worker of ``spec`` on this host; False when it cannot start now."""
+        need = need_of(spec)
+        devices = self._free_gpus(need.gpus) if need.gpus else ()
+        if devices is None:  # a draining worker still holds the GPU: start it once it is gone
+            log.info("no free GPU for a worker of %s yet", spec.name)
+            return False
         wid = uuid.uuid4().hex[:12]
         self._starting[wid] = _Starting(spec.name, time.monotonic())
         self._mine.add(wid)
+        self._needs[wid] = need
         url = self.nc.connected_url.geturl() if self.nc.connected_url else config.nats_url()
         env = {
             **LaunchEnv(nats_url=url, controller_id=self.id).to_env(),
             **self.settings.worker_env,
         }
+        if devices:
+            # The GPUs this worker may use, for process workers as for containers.
+            self._devices[wid] = devices
+            env[CUDA_VISIBLE_DEVICES] = ",".join(map(str, devices))
         if not spec.fuse:
             # Start the executors this handler will call now, not when its first call finds
             # them cold: the two cold starts overlap instead of adding up.
@@ -373,7 +518,11 @@ class Controller:
         except Exception:
             self._starting.pop(wid, None)
             self._mine.discard(wid)
+            self._devices.pop(wid, None)
+            self._needs.pop(wid, None)
             log.exception("could not start a worker for %s", spec.name)
+            return False
+        return True
 
     async def _set_cold(self, name: str, spec: FunctionSpec | None) -> None:
         """Stand in for a function's workers while it has none (see :mod:`controller.cold`)."""

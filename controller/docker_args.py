@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from runtime import config
 from runtime.launch import LaunchEnv
 
+from .hosts import CUDA_VISIBLE_DEVICES
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -129,9 +131,13 @@ class WorkerContainers:
         gpus = config.GPUS.get(request.env)
         if gpus is None and spec is not None:
             gpus = spec.gpu
+        # The host's GPUs the controller gave this worker: the container gets those devices,
+        # which it sees as its own 0..n-1, so the variable itself stays outside.
+        given = env.pop(CUDA_VISIBLE_DEVICES, "")
         if gpus:
             device = _sdk("docker.types").DeviceRequest
-            kwargs["device_requests"] = [device(count=gpus, capabilities=[["gpu"]])]
+            ids = {"device_ids": given.split(",")} if given else {"count": gpus}
+            kwargs["device_requests"] = [device(**ids, capabilities=[["gpu"]])]
         return kwargs
 
     @property

@@ -4,9 +4,9 @@ Prometheus text (``/metrics``) or as the status page's JSON (``/api/status``).
 The names and labels are a contract (README, deploy/grafana/): every series carries the
 ``controller`` label, and each controller exports only the workers it launched (gauges) and
 what they counted (counters, kept across their exits by :mod:`controller.figures`). The
-backlog of a function comes from the controller that owns it, so a sum over controllers
-counts it once. ``prometheus_client`` is imported here only, when a scrape is written: no
-worker and no command that does not serve metrics pays for it.
+backlog of a function comes from the controller that places (docs/placement.md), so a sum
+over controllers counts it once. ``prometheus_client`` is imported here only, when a scrape
+is written: no worker and no command that does not serve metrics pays for it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Snapshot:
 
 
 async def snapshot(controller: Controller) -> Snapshot:
-    """Read the controller's figures, its live workers and the backlog of what it owns."""
+    """Read the controller's figures, its live workers and, if it places, the backlogs."""
     figures = controller.figures
     specs = controller.functions.items()
     kinds = {**figures.kinds, **{name: s.kind for name, s in specs.items()}}
@@ -100,8 +100,8 @@ async def _backlog(controller: Controller, specs: dict[str, FunctionSpec]) -> di
             log.debug("backlog of %s unknown: %r", spec.name, e)
 
     async with anyio.create_task_group() as tg:
-        for name, spec in specs.items():
-            if spec.kind != "executor" and controller.owner(name) == controller.id:
+        for spec in specs.values():
+            if spec.kind != "executor" and controller.places():
                 tg.start_soon(one, spec)
     return out
 

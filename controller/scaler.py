@@ -48,7 +48,7 @@ class Observation:
     pending: int  # events stored and not yet delivered
     ack_pending: int  # events delivered and not yet acknowledged
     workers: list[WorkerState] = field(default_factory=list)
-    starting: int = 0  # launched by this controller, not yet reporting
+    starting: int = 0  # launched, not yet reporting (by any controller)
     # Workers the keep-alive policy wants loaded now with no event waiting (pre-warm
     # included): controller.keepalive.workers_wanted. None: spec.idle_timeout alone decides.
     keep_warm: int | None = None
@@ -61,6 +61,9 @@ class Observation:
 class Decision:
     spawn: int = 0
     drain: tuple[str, ...] = ()
+    # Workers of the current version the function should have once this is done: what
+    # placement spreads over hosts (controller.placement). Stale versions' are not counted.
+    wanted: int = 0
 
 
 def decide(spec: FunctionSpec, obs: Observation) -> Decision:
@@ -97,4 +100,5 @@ def decide(spec: FunctionSpec, obs: Observation) -> Decision:
             key=lambda w: -w.idle_for,
         )
         drain += [w.id for w in idle[:surplus]]
-    return Decision(spawn=spawn, drain=tuple(drain))
+    wanted = live + spawn - (len(drain) - len(stale))
+    return Decision(spawn=spawn, drain=tuple(drain), wanted=wanted)

@@ -97,49 +97,54 @@ async def test_redeploy_rolls_workers_without_restart(cluster: Cluster, tmp_path
     assert await client.call("versioned", None, timeout=30) == "v2"
 
 
-async def test_two_controllers_share_functions_and_one_leaving_loses_nothing(
+async def test_two_controllers_one_places_and_the_other_takes_over_losing_nothing(
     nats_server, nc, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
-    names = [s.name for s in await deploy_file(nc, FNS / "basics.py", wait=0)]
+    await deploy_file(nc, FNS / "basics.py", wait=0)
     answers = await nc.subscribe("shared.answers")
     async with (
         ProcessLauncher(code_dir=tmp_path / "a") as la,
         ProcessLauncher(code_dir=tmp_path / "b") as lb,
         anyio.create_task_group() as tg,
     ):
-        a = Controller(nc, la, controller_settings(controller_id="ctl-a"))
-        b = Controller(nc, lb, controller_settings(controller_id="ctl-b"))
-        await tg.start(a.run)
-        b_scope = anyio.CancelScope()
+        ctl = {
+            "ctl-a": Controller(nc, la, controller_settings(controller_id="ctl-a", host="a")),
+            "ctl-b": Controller(nc, lb, controller_settings(controller_id="ctl-b", host="b")),
+        }
+        scopes = {c: anyio.CancelScope() for c in ctl}
 
-        async def run_b(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
-            with b_scope:
-                await b.run(task_status=task_status)
+        async def run(c: str, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+            with scopes[c]:
+                await ctl[c].run(task_status=task_status)
 
-        await tg.start(run_b)
-        with anyio.fail_after(10):  # each sees the other's heartbeat
-            while len(a.controllers.items(1.5)) < 2 or len(b.controllers.items(1.5)) < 2:
-                await a.controllers.changed.wait()
-        owners = {n: a.owner(n) for n in names}
-        assert owners == {n: b.owner(n) for n in names}
-        assert set(owners.values()) == {"ctl-a", "ctl-b"}, owners
+        for c in ctl:
+            await tg.start(run, c)
+        with anyio.fail_after(10):  # each sees the other's heartbeat; one holds the lease
+            while (
+                any(len(x.controllers.items(1.5)) < 2 for x in ctl.values())
+                or sum(x.places() for x in ctl.values()) != 1
+                or set(ctl["ctl-a"].lease.hosts()) != {"a", "b"}
+            ):
+                await ctl["ctl-a"].controllers.changed.wait()
+        placer = next(c for c, x in ctl.items() if x.places())
+        other = ctl[next(c for c in ctl if c != placer)]
+        assert other.lease.leader == placer
 
-        # Work for a function controller b owns, queued durably; then b goes away.
-        target = next(n for n in ("ping", "brief", "info") if owners[n] == "ctl-b")
+        # Work queued durably; then the placing controller goes away.
         for i in range(20):
             await nc.jetstream().publish(
-                f"fn.{target}",
+                "fn.ping",
                 json.dumps({"i": i}).encode(),
                 headers={"Shoal-Reply-To": "shared.answers", "Nats-Msg-Id": f"shared-{i}"},
             )
-        b_scope.cancel()
+        scopes[placer].cancel()
         seen = set()
         for _ in range(20):
             reply = await answers.next_msg(timeout=30)
             seen.add(reply.headers["Shoal-Request-Id"])
         assert seen == {f"shared-{i}" for i in range(20)}
-        assert a.owner(target) == "ctl-a"
+        assert other.places() and set(other.lease.hosts()) == {other.settings.host}
         tg.cancel_scope.cancel()
 
 

@@ -116,6 +116,9 @@ async def status(args: argparse.Namespace) -> None:
             for v in (await snapshot(await kv(js, protocol.WORKERS_BUCKET))).values()
         ]
         controllers = await snapshot(await kv(js, protocol.CONTROLLERS_BUCKET))
+        placed = (await snapshot(await kv(js, protocol.PLACEMENT_BUCKET))).get("plan")
+        placement = msgpack.unpackb(placed, raw=False) if placed else {}
+        hosts = hosts_of(controllers, placement)
         keepalive = await summaries(
             js, specs, KeepAliveSettings(bin_s=config.KEEPALIVE_BIN_S.get())
         )
@@ -152,7 +155,14 @@ async def status(args: argparse.Namespace) -> None:
     if args.json:
         print(
             json.dumps(
-                {"functions": functions, "controllers": len(controllers), "workers": len(workers)}
+                {
+                    "functions": functions,
+                    "controllers": len(controllers),
+                    "workers": len(workers),
+                    "hosts": hosts,
+                    "placer": placement.get("leader") or None,
+                    "unplaced": placement.get("unplaced") or {},
+                }
             )
         )
         return
@@ -179,4 +189,51 @@ async def status(args: argparse.Namespace) -> None:
             )
         )
     table(rows)
+    if hosts:
+        print()
+        table(host_table(hosts))
     print(f"\ncontrollers: {len(controllers)}   workers: {len(workers)}")
+    unplaced = placement.get("unplaced") or {}
+    if unplaced:
+        print("fit on no host: " + ", ".join(f"{f} {n}" for f, n in sorted(unplaced.items())))
+
+
+def hosts_of(controllers: dict[str, bytes], placement: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each controller's host as its heartbeat announces it (docs/placement.md), with the
+    workers the plan gives it and whether it places."""
+    plan: dict[str, dict[str, int]] = placement.get("plan") or {}
+    out = []
+    for cid, raw in sorted(controllers.items()):
+        info = msgpack.unpackb(raw, raw=False)
+        host = str(info.get("host") or cid)
+        out.append(
+            {
+                "host": host,
+                "controller": cid,
+                "places": placement.get("leader") == cid,
+                "capacity": info.get("capacity") or {},
+                "usage": info.get("usage") or {},
+                "planned": {f: c[host] for f, c in sorted(plan.items()) if c.get(host)},
+            }
+        )
+    return out
+
+
+def host_table(hosts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
+        ("HOST", "CONTROLLER", "CPU", "MEMORY MIB", "GPUS", "WORKERS", "PLANNED")
+    ]
+    for h in hosts:
+        cap, use = h["capacity"], h["usage"]
+        rows.append(
+            (
+                h["host"],
+                h["controller"] + (" (places)" if h["places"] else ""),
+                f"{cap.get('cpu', 0):g}",
+                f"{use.get('memory_mb', 0)}/{cap.get('memory_mb', 0)}",
+                f"{use.get('gpus', 0)}/{cap.get('gpus', 0)}",
+                str(use.get("workers", 0)),
+                ", ".join(f"{f}={n}" for f, n in h["planned"].items()) or "-",
+            )
+        )
+    return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -12,6 +12,7 @@ from runtime.wire.connection import connect
 
 from ..controller import Controller, ControllerSettings
 from ..docker_launcher import from_env as docker_launcher
+from ..hosts import capacity, parse_capacity
 from ..launcher import Launcher, ProcessLauncher
 from ..up import resolved, until_signalled, up
 from .common import Commands, connected
@@ -41,6 +42,17 @@ def register(commands: Commands) -> None:
         "default: SHOAL_LAUNCHER, else process",
     )
 
+    ctl.add_argument(
+        "--host-name",
+        help="the host its workers run on, as placement names it (docs/placement.md); "
+        "default: SHOAL_HOST_NAME, else the machine's host name",
+    )
+    ctl.add_argument(
+        "--capacity",
+        help="what this host offers workers, e.g. cpu=8,memory=16g,gpus=1; what it leaves "
+        "out is read from the machine (default: SHOAL_CAPACITY)",
+    )
+
     commands.add("calibrate", calibrate, "measure the channels for intermediates, share the model")
 
 
@@ -59,8 +71,18 @@ async def up_cluster(args: argparse.Namespace) -> None:
     )
 
 
+def host_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--host-name`` and ``--capacity`` as settings (over ``SHOAL_*``)."""
+    out: dict[str, Any] = {}
+    if args.host_name:
+        out["host"] = args.host_name
+    if args.capacity is not None:
+        out["capacity"] = capacity(parse_capacity(args.capacity, "--capacity"))
+    return out
+
+
 async def controller(args: argparse.Namespace) -> None:
-    settings = ControllerSettings.from_env()
+    settings = ControllerSettings.from_env(**host_settings(args))
     running: Controller | None = None
     launcher: Launcher
     if (args.launcher or config.LAUNCHER.get()) == "docker":

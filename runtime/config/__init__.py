@@ -19,6 +19,7 @@ from pathlib import Path
 from runtime.config.var import (
     ADOPT,
     BOOL,
+    CAPACITY,
     FILE,
     MOUNTS,
     PATH,
@@ -41,6 +42,7 @@ from runtime.config.var import (
 )
 
 __all__ = [
+    "CAPACITY",
     "VARIABLES",
     "Adopt",
     "ConfigError",
@@ -239,6 +241,29 @@ LAUNCHER = var(
     "process",
     "workers as local processes or as containers (docs/containers.md)",
     "`shoal controller`",
+)
+HOST_NAME = _optional(
+    "SHOAL_HOST_NAME",
+    "the host this controller starts workers on, as placement names it (one controller each)",
+    "`shoal controller`",
+    shown_default="the machine's host name",
+)
+HOST_CAPACITY = var(
+    "SHOAL_CAPACITY",
+    CAPACITY,
+    None,
+    "what this host offers workers, e.g. `cpu=8,memory=16g,gpus=1` (docs/placement.md);"
+    " what it leaves out is read from the machine",
+    "`shoal controller`",
+    shown_default="the machine's CPUs, memory and GPUs",
+)
+PLACEMENT_LEASE = var(
+    "SHOAL_PLACEMENT_LEASE",
+    SECONDS,
+    None,
+    "seconds the placing controller's lease lasts unrenewed before another takes over",
+    "controller",
+    shown_default="`SHOAL_STALE_AFTER`",
 )
 
 WORKER_TEMPLATE = var(

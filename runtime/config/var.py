@@ -191,6 +191,34 @@ def _adopt(raw: str) -> Adopt:
     return cast("Adopt", raw.strip())
 
 
+_MIB = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+_MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_CAPACITY_KEYS = {"cpu": "cpu", "cpus": "cpu", "memory": "memory_mb", "gpus": "gpus", "gpu": "gpus"}
+
+
+def _capacity(raw: str) -> dict[str, float]:
+    """``cpu=8,memory=16g,gpus=1`` (any of them; memory in MiB, or with a k/m/g/t unit) as
+    ``{"cpu": 8.0, "memory_mb": 16384.0, "gpus": 1.0}``."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, eq, value = (p.strip() for p in item.partition("="))
+        name = _CAPACITY_KEYS.get(key.lower())
+        if not eq or name is None or name in out:
+            raise ValueError(item)
+        if name == "memory_mb":
+            m = _MEMORY_RE.fullmatch(value)
+            if m is None:
+                raise ValueError(item)
+            out[name] = float(int(float(m[1]) * _MIB[m[2].lower()]))
+        elif name == "gpus":
+            out[name] = float(int(value))  # a whole number of devices
+        else:
+            out[name] = float(value)
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise ValueError(item)
+    return out
+
+
 TEXT = Kind(_text, "text")
 STRIPPED = Kind(_stripped, "text")
 SECONDS = number(0, above=True, expected="a number of seconds above 0")
@@ -199,6 +227,7 @@ PATH = Kind(lambda raw: Path(raw).expanduser(), "a path")
 FILE = Kind(_file, "the path of a file that exists", MissingFile)
 MOUNTS = Kind(_mounts, "source:/container/path[:mode],...")
 ADOPT = Kind(_adopt, "mine, all or none")
+CAPACITY = Kind(_capacity, "cpu=N,memory=N[k|m|g|t],gpus=N (any of them, none negative)")
 
 
 def markdown_table() -> str:

@@ -34,6 +34,7 @@ FUNCTIONS_BUCKET = "shoal_functions"
 CODE_BUCKET = "shoal_code"
 WORKERS_BUCKET = "shoal_workers"
 CONTROLLERS_BUCKET = "shoal_controllers"
+PLACEMENT_BUCKET = "shoal_placement"  # the placing controller's lease and plan
 CANCEL_BUCKET = "shoal_cancel"  # request ids asked to be cancelled
 DATAPLANE_BUCKET = "shoal_dataplane"  # the cluster's calibrated cost model for intermediates
 IDLE_HISTORY_BUCKET = "shoal_idle_history"  # functions' idle times (docs/keepalive.md)

@@ -67,6 +67,16 @@ def test_executor_image_gpus_and_memory_from_the_spec() -> None:
 
 
 @needs_sdk
+def test_the_gpus_the_controller_gave_become_the_containers_devices() -> None:
+    spec = FunctionSpec(name="minilm", kind="executor", gpu=1)
+    with made(controller_id="c1", spec_of={"minilm": spec}.get) as launcher:
+        args = launcher.run_kwargs(request("minilm", CUDA_VISIBLE_DEVICES="3"))
+    [gpus] = args["device_requests"]
+    assert gpus["DeviceIDs"] == ["3"] and not gpus.get("Count")
+    assert "CUDA_VISIBLE_DEVICES" not in args["environment"]  # it sees that one as its 0
+
+
+@needs_sdk
 def test_request_env_overrides() -> None:
     with made(controller_id="c1", images={"executor": "my/exec:1"}) as launcher:
         args = launcher.run_kwargs(
