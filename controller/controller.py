@@ -26,7 +26,7 @@ from runtime import config
 from runtime.launch import LaunchEnv
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
-from runtime.wire import logstream, protocol
+from runtime.wire import logstream, protocol, replicas
 from runtime.wire.connection import kv
 
 from .adaptive import KeepAlive
@@ -154,6 +154,7 @@ class Controller:
             on_change=self.wake,
         )
         await _ensure_logs(self.js)
+        await replicas.settle(self.js)  # a deployment made on fewer servers gains copies
         exhausted: Subscription | None = None
         try:
             async with anyio.create_task_group() as tg:

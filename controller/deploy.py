@@ -28,7 +28,7 @@ from runtime.bundles.bundle import Bundle
 from runtime.bundles.loader import definitions, import_module, unload
 from runtime.bundles.store import prune_code, put_code
 from runtime.errors import DeployError
-from runtime.wire import deadletter, protocol
+from runtime.wire import deadletter, protocol, replicas
 from runtime.wire.connection import kv
 
 if TYPE_CHECKING:
@@ -184,10 +184,10 @@ async def ensure_stream(js: JetStreamContext, spec: FunctionSpec) -> None:
     )
     try:
         try:
-            await js.stream_info(spec.stream)
-            await js.update_stream(stream)
+            info = await js.stream_info(spec.stream)
+            await js.update_stream(replicas.kept(js, stream, info.config))
         except NotFoundError:
-            await js.add_stream(stream)
+            await js.add_stream(replicas.stream(js, stream))
     except BadRequestError as e:
         raise DeployError(
             f"cannot create the stream for {spec.name} on {spec.event_subjects}: {e.description}"

@@ -45,11 +45,14 @@ def _free_ports(count: int) -> list[int]:
 class EmbeddedS3:
     """``weed server -s3`` on free local ports, with one generated access key."""
 
-    def __init__(self, data_dir: Path, *, bucket: str = "shoal", s3_port: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, *, bucket: str = "shoal", s3_port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         # Absolute: weed runs with this folder as its working directory.
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.bucket = bucket
         self.s3_port = s3_port
+        self.host = host  # the address it listens on
         self.access_key = "shoal"
         self.secret_key = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
@@ -57,7 +60,7 @@ class EmbeddedS3:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.s3_port}"
+        return f"{self.host}:{self.s3_port}"
 
     def settings(self) -> S3Settings:
         return S3Settings(
@@ -109,8 +112,8 @@ class EmbeddedS3:
         args = [
             weed,
             "server",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             f"-dir={self.data_dir / 'data'}",
             f"-master.port={master}",
             f"-master.port.grpc={master_grpc}",

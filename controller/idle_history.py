@@ -25,7 +25,7 @@ from nats.js.errors import (
     NotFoundError,
 )
 
-from runtime.wire import protocol
+from runtime.wire import protocol, replicas
 
 from .keepalive import DEFAULT, OOB_KEPT, IdleHistory, KeepAliveSettings, Windows, new_history
 from .keepalive import observe as observe_idle
@@ -114,7 +114,9 @@ async def open_bucket(js: JetStreamContext) -> KeyValue:
         return await js.key_value(BUCKET)
     except (BucketNotFoundError, NotFoundError):
         pass
-    config = KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE)
+    config = KeyValueConfig(
+        bucket=BUCKET, history=1, storage=StorageType.FILE, replicas=replicas.wanted(js)
+    )
     return await js.create_key_value(config)
 
 

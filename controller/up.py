@@ -117,16 +117,19 @@ def _shielded(stop: Any) -> Any:
 
 
 async def _nats(stack: AsyncExitStack, url: str, data: Path) -> NATS:
-    """Connect to the server at ``url``; when it is a local address nothing answers on,
-    start an embedded one there."""
-    parsed = urlparse(servers(url)[0])
-    local = parsed.hostname in LOCAL_HOSTS
+    """Connect to the server(s) at ``url``; when it is one local address nothing answers on,
+    start an embedded server there. Several URLs name a cluster: any one that answers will
+    do (nats-py moves to another when it goes), and none is ever started here."""
+    addresses = [urlparse(u) for u in servers(url)]
+    first = addresses[0]
+    local = len(addresses) == 1 and first.hostname in LOCAL_HOSTS
     # A remote server may still be starting (compose); a local one that is not there, we start.
-    if not await _answers(parsed.hostname or "127.0.0.1", parsed.port or 4222, 0 if local else 60):
+    hosts = [(a.hostname or "127.0.0.1", a.port or 4222) for a in addresses]
+    if not await _answers(hosts, 0 if local else 60):
         if not local:
             raise ShoalError(f"no NATS server answers at {redact(url)}")
         server = EmbeddedNats(
-            data / "nats", host=parsed.hostname or "127.0.0.1", port=parsed.port or 4222
+            data / "nats", host=first.hostname or "127.0.0.1", port=first.port or 4222
         )
         stack.push_async_callback(_shielded(lambda: anyio.to_thread.run_sync(server.stop)))
         try:
@@ -142,20 +145,22 @@ async def _nats(stack: AsyncExitStack, url: str, data: Path) -> NATS:
     return nc
 
 
-async def _answers(host: str, port: int, wait: float) -> bool:
-    """Whether something accepts TCP connections at ``host:port``, trying for ``wait``
-    seconds (once, when ``wait`` is 0). A bare TCP probe: nats-py would keep retrying a
-    refused connection."""
+async def _answers(hosts: list[tuple[str, int]], wait: float) -> bool:
+    """Whether something accepts TCP connections at one of ``hosts`` (host, port), trying
+    for ``wait`` seconds (one round, when ``wait`` is 0). A bare TCP probe: nats-py would
+    keep retrying a refused connection."""
     deadline = anyio.current_time() + wait
     while True:
-        try:
-            with anyio.fail_after(2):
-                stream = await anyio.connect_tcp(host, port)
-            await stream.aclose()
-            return True
-        except (OSError, TimeoutError):
-            if anyio.current_time() >= deadline:
-                return False
+        for host, port in hosts:
+            try:
+                with anyio.fail_after(2):
+                    stream = await anyio.connect_tcp(host, port)
+                await stream.aclose()
+                return True
+            except (OSError, TimeoutError):
+                pass
+        if anyio.current_time() >= deadline:
+            return False
         await anyio.sleep(0.5)  # a server that is still starting gets time
 
 

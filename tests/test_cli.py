@@ -92,8 +92,8 @@ class Up:
             SHOAL_TEST_MARK=self.mark,
             SHOAL_METRICS_ADDR=f"127.0.0.1:{self.metrics_port}",
             PYTHONPATH=str(REPO),
-            **more,
         )
+        env.update(more)  # may name other servers
         return env
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -374,6 +374,19 @@ def test_up_uses_a_local_server_that_already_runs(user_dir: Up, nats_server: Emb
     assert '{"text": "hello from shoal"}' in user_dir.lines
     assert leftovers(user_dir.mark) == []  # its S3 server and workers stopped; NATS is not ours
     assert not port_free(nats_server.port)
+
+
+def test_up_with_several_servers_uses_one_that_answers_and_starts_none(
+    user_dir: Up, nats_server: EmbeddedNats
+) -> None:
+    away = f"nats://127.0.0.1:{user_dir.port}"  # nothing there: a cluster's lost member
+    both = f"{away},{nats_server.url}"
+    proc = user_dir.start("--once", SHOAL_NATS_URL=both)
+    assert user_dir.finish(proc) == 0, "\n".join(user_dir.lines)
+    assert user_dir.lines[0] == f"using the NATS server at {both}"
+    assert '{"text": "hello from shoal"}' in user_dir.lines
+    assert leftovers(user_dir.mark) == []
+    assert port_free(user_dir.port)  # no server was started in the lost one's place
 
 
 async def test_options_after_the_command_and_several_servers(cluster: Cluster) -> None:

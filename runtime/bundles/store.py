@@ -13,7 +13,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from runtime.errors import DeployError
-from runtime.wire import protocol
+from runtime.wire import protocol, replicas
 from runtime.wire.connection import kv, snapshot
 from runtime.wire.kvwatch import listing
 
@@ -76,7 +76,9 @@ async def _objects(js: JetStreamContext, *, create: bool = False) -> ObjectStore
     except (BucketNotFoundError, NotFoundError):
         if not create:
             raise
-    config = ObjectStoreConfig(bucket=protocol.CODE_BUCKET, storage=StorageType.FILE)
+    config = ObjectStoreConfig(
+        bucket=protocol.CODE_BUCKET, storage=StorageType.FILE, replicas=replicas.wanted(js)
+    )
     return await js.create_object_store(protocol.CODE_BUCKET, config=config)
 
 

@@ -166,6 +166,16 @@ LOG_LEVEL = var(
     shown_default="worker: `INFO`; `shoal`: `WARNING` (`INFO` with `-v`)",
 )
 
+REPLICAS = var(
+    "SHOAL_REPLICAS",
+    integer(1, "a whole number, 1 or more"),
+    None,
+    "copies JetStream keeps of each stream, KV bucket and object store Shoal makes; a "
+    "controller raises existing ones to it as it starts (docs/cluster.md)",
+    ALL,
+    shown_default="the NATS cluster's servers, at most 3",
+)
+
 # -- what a worker tells about itself: errors, logs, traces ---------------------------------
 
 ERROR_TRACEBACKS = var(

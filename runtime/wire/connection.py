@@ -15,7 +15,7 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from runtime import config
-from runtime.wire import protocol
+from runtime.wire import protocol, replicas
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -222,11 +222,12 @@ HEARTBEAT_TTL = 10.0
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Make stream ``config.name`` if it is missing; an existing one keeps its settings."""
+    """Make stream ``config.name`` if it is missing, with the replicas
+    :func:`runtime.wire.replicas.wanted`; an existing one keeps its settings."""
     try:
         await js.stream_info(str(config.name))
     except NotFoundError:
-        await js.add_stream(config)
+        await js.add_stream(replicas.stream(js, config))
 
 
 async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
@@ -244,7 +245,13 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
     }.get(bucket)
     if bucket == protocol.RESULTS_BUCKET:
         return await _results_bucket(js, results_ttl)
-    settings = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.FILE)
+    settings = KeyValueConfig(
+        bucket=bucket,
+        history=1,
+        ttl=ttl,
+        storage=StorageType.FILE,
+        replicas=replicas.wanted(js),
+    )
     return await js.create_key_value(settings)
 
 
@@ -273,7 +280,7 @@ async def _results_bucket(js: JetStreamContext, ttl: float) -> KeyValue:
         max_consumers=-1,
         max_msgs=-1,
         max_msgs_per_subject=1,
-        num_replicas=1,
+        num_replicas=replicas.wanted(js),
         storage=StorageType.FILE,
         # Markers live at least a minute, so that even short-lived results are seen go.
         subject_delete_marker_ttl=max(MARKER_AT_LEAST, ttl),
