@@ -8,7 +8,7 @@ the system account's ``$SYS`` requests (``$JS.API.INFO`` tells an account its li
 cluster). A server configured with ``no_advertise`` lists none, and a cluster may hold servers
 without JetStream: set ``SHOAL_REPLICAS`` there.
 
-Every resource is made with that many replicas (:func:`stream`, :func:`count`); an existing
+Every resource is made with that many replicas (:func:`wanted`, :func:`stream`); an existing
 deployment is moved to more by :func:`settle`, which a controller runs as it starts. Replicas
 are only ever raised here, never lowered (a stream with more copies than wanted loses nothing
 by keeping them): lower one by hand, ``nats stream edit NAME --replicas N``.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,8 @@ class Hosts:
     def make_network(self) -> None:
         if os.geteuid() != 0:
             raise NoNamespaces("network namespaces need root")
+        if shutil.which("ip") is None:
+            raise NoNamespaces("no `ip` command (iproute2)")
         clean_stale()
         try:
             _ip("link", "add", self.bridge, "type", "bridge")

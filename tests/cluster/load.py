@@ -15,8 +15,9 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
 import anyio
+import nats.errors
 
-from runtime import Client
+from runtime import Client, ResultNotFound
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 # The tests' example functions the load is spread over: tests/fns/load.py's "work" and
 # tests/fns/basics.py's "ping" and "info".
 FUNCTIONS = ("work", "ping", "info")
+WINDOW = 100  # events published and not yet answered, at most (unless answers stall)
 
 
 class Load:
@@ -37,6 +39,7 @@ class Load:
         self.arrivals: dict[str, list[float]] = defaultdict(list)  # function -> monotonic
         self.progress = anyio.Event()
         self.retried = 0  # publishes sent again with the same id
+        self.deduplicated = 0  # of those, ones JetStream had stored already (PubAck duplicate)
         self.stored_only = 0  # processed and stored, the answer lost in transit
 
     def request_id(self, i: int) -> str:
@@ -54,20 +57,29 @@ class Load:
         await self.nc.flush()
 
     async def publish(self, nc: NATS, indices: range) -> None:
-        """Publish events ``indices`` over ``nc``, each until JetStream acknowledges it."""
+        """Publish events ``indices`` over ``nc``, each until JetStream acknowledges it.
+
+        At most :data:`WINDOW` events are unanswered at a time (a closed loop), so that
+        publishing goes on while the answers come, and a fault mid-load meets both."""
         js = nc.jetstream()
         for i in indices:
+            while len(self.acked) - len(self.answers) >= WINDOW:
+                with anyio.move_on_after(5):  # answers lost in transit never come
+                    await self.progress.wait()
+                    continue
+                break
             rid = self.request_id(i)
             function = FUNCTIONS[i % len(FUNCTIONS)]
             while True:
                 try:
-                    await js.publish(
+                    ack = await js.publish(
                         f"fn.{function}",
                         json.dumps({"i": i}).encode(),
                         headers={"Nats-Msg-Id": rid, "Shoal-Reply-To": f"answers.{self.tag}"},
                         timeout=2,
                     )
                     self.acked.add(rid)
+                    self.deduplicated += bool(ack.duplicate)
                     break
                 except Exception:
                     self.retried += 1
@@ -88,8 +100,15 @@ class Load:
         missing = [rid for rid in sorted(self.acked) if rid not in self.answers]
         with anyio.move_on_after(timeout / 2):
             for rid in missing:
-                await client.wait_result(rid, timeout=timeout / 2)
-                self.stored_only += 1
+                while True:
+                    try:
+                        await client.wait_result(rid, timeout=timeout / 2)
+                        self.stored_only += 1
+                        break
+                    except ResultNotFound:
+                        break  # lost: counted as such
+                    except nats.errors.TimeoutError:
+                        await anyio.sleep(0.2)  # the bucket's stream is electing a leader
 
     def longest_silence(self, function: str, since: float) -> float:
         """The longest time without an answer from ``function`` after ``since`` (monotonic),
@@ -103,8 +122,9 @@ class Load:
         lost = len(self.acked) - answered - self.stored_only
         duplicated = sum(c - 1 for c in self.answers.values())
         print(
-            f"\n[{fault}] sent {self.n} (acknowledged {len(self.acked)}, publishes retried "
-            f"{self.retried}): answered {answered}, processed with the answer lost in transit "
-            f"{self.stored_only}, lost {lost}, duplicated answers {duplicated}"
+            f"\n[{fault}] sent {self.n} (acknowledged {len(self.acked)}; publishes retried "
+            f"{self.retried}, found stored already {self.deduplicated}): answered {answered}, "
+            f"processed with the answer lost in transit {self.stored_only}, lost {lost}, "
+            f"duplicated answers {duplicated}"
         )
         return lost, duplicated, answered + self.stored_only

@@ -10,6 +10,7 @@ import pytest
 
 from controller import deploy_file
 from runtime import Client
+from runtime.config import ConfigError
 from runtime.wire import protocol, replicas
 from runtime.wire.connection import kv
 from tests.cluster.hosts import cluster_connection
@@ -52,6 +53,11 @@ async def test_one_server_means_one_replica(nc: NATS, monkeypatch: pytest.Monkey
     streams = await _shoal_streams(js)
     assert {"SHOAL_FN_WORK", "KV_shoal_results", "KV_shoal_functions"} <= set(streams)
     assert set(streams.values()) == {1}
+    monkeypatch.setenv("SHOAL_REPLICAS", "2")  # said outright, it wins over the count
+    assert replicas.wanted(js) == 2
+    monkeypatch.setenv("SHOAL_REPLICAS", "0")
+    with pytest.raises(ConfigError, match="SHOAL_REPLICAS"):
+        replicas.wanted(js)
 
 
 async def test_a_deployment_made_with_one_replica_is_raised_to_three(
