@@ -19,6 +19,7 @@ data plane uses a pair's model for messages between its hosts, the cluster's oth
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import uuid
@@ -224,9 +225,8 @@ async def measure_pairs(plane: DataPlane, peers: Peers) -> None:
         if mine is not None:
             for host, worker in _other_hosts(peers, plane.worker_id, mine).items():
                 now = time.monotonic()
-                if not _due(plane, (mine, host), now) or now - tried.get(host, -PAIR_RETRY) < (
-                    PAIR_RETRY
-                ):
+                retried_lately = now - tried.get(host, -math.inf) < PAIR_RETRY
+                if retried_lately or not _due(plane, (mine, host), now):
                     continue
                 tried[host] = now
                 try:
