@@ -513,7 +513,7 @@ class Controller:
         self._needs[wid] = need
         url = self.nc.connected_url.geturl() if self.nc.connected_url else config.nats_url()
         env = {
-            **LaunchEnv(nats_url=url, controller_id=self.id).to_env(),
+            **LaunchEnv(nats_url=url, controller_id=self.id, host=self.settings.host).to_env(),
             **self.settings.worker_env,
         }
         if devices:

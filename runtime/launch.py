@@ -28,6 +28,7 @@ _VARS: dict[str, config.Var[Any]] = {
     "worker_id": config.WORKER_ID,
     "nats_url": config.NATS_URL,
     "controller_id": config.CONTROLLER_ID,
+    "host": config.HOST_NAME,
     "code_dir": config.CODE_DIR,
     "parent_pid": config.PARENT_PID,
     "spawned_at": config.SPAWNED_AT,
@@ -56,6 +57,7 @@ class LaunchEnv:
     worker_id: str | None = None
     nats_url: str | None = None  # the URL the controller is connected to
     controller_id: str | None = None
+    host: str | None = None  # the controller's host, as placement names it
     code_dir: Path | None = None  # where it writes deployed code (the images set their own)
     parent_pid: int | None = None  # its parent (launcher or template): it drains without it
     spawned_at: float | None = None  # Unix time the launcher started it (cold-start phases)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 import zlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgpack
 import numpy as np
 import pytest
 
 from runtime import PartitionLost
 from runtime.partition import calibration
 from runtime.partition.channels import ZLIB
-from runtime.partition.costmodel import CostModel, Link, Prices, fit, maybe_compress
+from runtime.partition.costmodel import CostModel, Link, Prices, between, fit, maybe_compress
 from runtime.partition.dataplane import DataPlane
+from runtime.partition.peers import Peers
+from runtime.partition.server import PartitionServer
+from runtime.wire import protocol
+from runtime.wire.connection import kv
+from runtime.wire.spec import FunctionSpec
 from storage import AsyncObjectStore
 
 if TYPE_CHECKING:
@@ -204,3 +211,102 @@ async def _objects(store: AsyncObjectStore) -> Any:
         lambda: list(client.list_objects(store.bucket, recursive=True))
     ):
         yield o.object_name
+
+
+# -- one model per pair of hosts ---------------------------------------------------------------
+
+
+def test_host_names_make_safe_reversible_pair_keys() -> None:
+    hosts = ["host-a", "gpu-1.example.com", "a=2E", "a.2E", "ünï", "h_1", "x y"]
+    keys = {calibration.pair_key(h, "b") for h in hosts}
+    assert len(keys) == len(hosts)  # distinct hosts, distinct keys
+    for h in hosts:
+        token = calibration.host_token(h)
+        assert re.fullmatch(r"[A-Za-z0-9_=-]+", token), token  # one token of a NATS KV key
+        assert calibration.token_host(token) == h
+        assert calibration.read_pair_key(calibration.pair_key(h, "host-b")) == (h, "host-b")
+    assert calibration.pair_key("gpu-1.x", "b") == "pair.gpu-1=2Ex.b"
+    assert calibration.read_pair_key(calibration.KEY) is None
+    assert calibration.read_pair_key("pair.a") is None
+
+
+def test_the_model_of_a_pair_of_hosts_wins_over_the_clusters() -> None:
+    cluster = CostModel(inline=Link(0.0004, 400e6), object=Link(0.006, 250e6))
+    wan = CostModel(inline=Link(0.002, 5e6), object=Link(0.01, 500e6))
+    pairs = {("h1", "h2"): wan}
+    assert between(cluster, pairs, "h1", "h2") is wan
+    assert between(cluster, pairs, "h2", "h1") is cluster  # a pair is one direction
+    assert between(cluster, pairs, "h1", "h1") is cluster  # same host, not measured
+    assert between(cluster, pairs, None, "h2") is cluster  # a host not known (yet)
+    assert between(cluster, pairs, "h1", None) is cluster
+    assert wan.choose(4 << 20) == "object" and cluster.choose(4 << 20) == "inline"
+
+
+async def test_each_message_takes_the_channel_its_pair_of_hosts_favours(
+    nc: NATS, s3_server: S3Server
+) -> None:
+    store = AsyncObjectStore.from_settings(s3_server.settings(bucket=f"dp-{uuid.uuid4().hex[:8]}"))
+    await store.ensure_bucket()
+    a, b = await planes(nc, store)
+    c = DataPlane(nc, "dp", "c", store)
+    await c.start()
+    where = {"a": "h1", "b": "h2", "c": "h1"}
+    a.host_of = where.get
+    # Cluster-wide (and so on h1 itself): a fast wire, object never pays. h1 -> h2: a slow
+    # link, where the object store wins for large payloads.
+    a.set_cost(CostModel(inline=Link(0.0004, 1e9), object=Link(0.05, 1e8), calibrated=True))
+    slow = CostModel(inline=Link(0.002, 2e6), object=Link(0.01, 1e9), calibrated=True)
+    a.set_cost(slow, ("h1", "h2"))
+    assert a.cost_to("b") is slow and a.cost_to("c") is a.cost
+    value = np.random.default_rng(2).standard_normal(250_000)  # 2 MB, incompressible
+    to_b = await a.send("b", "r6", 0, 0, 1, value)
+    to_c = await a.send("c", "r6", 0, 0, 2, value)
+    assert to_b.objects == 1 and to_c.objects == 0
+    small = await a.send("b", "r6", 1, 0, 1, {"x": 1})
+    assert small.objects == 0  # latency dominates: inline even on the slow pair
+    with anyio.fail_after(10):
+        assert np.array_equal(await b.receive(b.mailbox("r6", 1), 0, 0), value)
+        assert np.array_equal(await c.receive(c.mailbox("r6", 2), 0, 0), value)
+        assert await b.receive(b.mailbox("r6", 1), 1, 0) == {"x": 1}
+
+
+async def test_a_pair_is_measured_through_its_peer_and_shared(
+    nc: NATS, s3_server: S3Server
+) -> None:
+    store = AsyncObjectStore.from_settings(s3_server.settings(bucket=f"dp-{uuid.uuid4().hex[:8]}"))
+    await store.ensure_bucket()
+    spec = FunctionSpec(name="dp")
+    a, b = await planes(nc, store)
+    workers = await kv(nc.jetstream(), protocol.WORKERS_BUCKET)
+    for worker, host in (("a", "host-1"), ("b", "host.2")):
+        info = {"id": worker, "state": "ready", "version": spec.version, "host": host}
+        await workers.put(f"dp.{worker}", msgpack.packb(info))
+    peers = Peers(nc, spec)
+    a.host_of = peers.host_of
+    server = PartitionServer(nc, spec, "b", None, b, Peers(nc, spec))  # b answers pings
+    pings: list[int] = []
+
+    async def spy(msg: Any) -> None:
+        pings.append(len(msg.data))
+
+    await nc.subscribe("shoal.part.dp.b", cb=spy)
+    follower, _ = await planes(nc)  # another worker, following the bucket (no store)
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.run)
+            tg.start_soon(peers.run)
+            tg.start_soon(calibration.follow, nc, follower)
+            tg.start_soon(calibration.measure_pairs, a, peers)
+            while ("host-1", "host.2") not in follower.pair_costs:
+                await follower.cost_updated.wait()
+            tg.cancel_scope.cancel()
+    model = a.pair_costs[("host-1", "host.2")]
+    assert model.calibrated and model.object is not None
+    assert model.inline.latency_s > 0 and model.inline.bytes_per_s > 1e6
+    assert max(pings) > 512 * 1024  # payloads went through the peer itself
+    assert follower.pair_costs[("host-1", "host.2")].inline == model.inline
+    assert follower.pair_costs[("host-1", "host.2")].object is None  # no store here
+    assert ("host.2", "host-1") not in a.pair_costs  # b measures its own direction
+    stored = await calibration.models(nc)
+    assert stored["pair.host-1.host=2E2"].inline == model.inline
+    assert not [o async for o in _objects(store)]  # measuring leaves nothing behind

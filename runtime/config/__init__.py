@@ -254,8 +254,9 @@ LAUNCHER = var(
 )
 HOST_NAME = _optional(
     "SHOAL_HOST_NAME",
-    "the host this controller starts workers on, as placement names it (one controller each)",
-    "`shoal controller`",
+    "the host this controller starts workers on, as placement names it (one controller each);"
+    " its workers get it from their controller",
+    "`shoal controller`, workers",
     shown_default="the machine's host name",
 )
 HOST_CAPACITY = var(

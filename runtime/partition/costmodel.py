@@ -3,7 +3,9 @@
 Each channel is modelled as ``latency + bytes / bandwidth``, both measured on the running
 cluster (:func:`fit`): ``inline`` is NATS (chunked at the server's max payload), ``object``
 is a PUT and a GET on the object store plus a small NATS message carrying the reference.
-The cheaper predicted time wins, per message. Compression is decided per message too: a
+The cheaper predicted time wins, per message. A model is kept for the cluster as a whole
+and one per pair of hosts that has been measured (:func:`between` picks the one for a
+message's source and destination host). Compression is decided per message too: a
 sample is compressed, and the whole payload is compressed only when the time saved on the
 wire exceeds the time spent compressing and decompressing.
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 SAMPLE = 8 * 1024  # bytes compressed to estimate a payload's ratio and the compressor's speed
 MIN_COMPRESS = 16 * 1024  # below this, compressing never pays for the bookkeeping
@@ -72,6 +74,19 @@ class CostModel:
             "object_latency_ms": round(self.object.latency_s * 1e3, 3) if self.object else None,
             "object_mb_per_s": round(self.object.bytes_per_s / 1e6, 1) if self.object else None,
         }
+
+
+Pair = tuple[str, str]  # (from host, to host)
+
+
+def between(
+    default: CostModel, pairs: Mapping[Pair, CostModel], src: str | None, dst: str | None
+) -> CostModel:
+    """The model for a message from host ``src`` to host ``dst``: the pair's own when it has
+    been measured, else ``default`` (the cluster-wide one; also when a host is unknown)."""
+    if src is None or dst is None:
+        return default
+    return pairs.get((src, dst), default)
 
 
 def fit(samples: Sequence[tuple[int, float]]) -> Link:

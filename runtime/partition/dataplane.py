@@ -5,7 +5,8 @@ message in the :class:`~runtime.partition.mailbox.Mailbox` of its (run, partitio
 partition asks for it, so a message that arrives before its partition started, or for a later
 step, just waits. How a payload travels, inline or through the object store, is
 :mod:`runtime.partition.channels`; which way pays, the cost model
-(:mod:`runtime.partition.costmodel`), measured by :mod:`runtime.partition.calibration`.
+(:mod:`runtime.partition.costmodel`), measured by :mod:`runtime.partition.calibration`: the
+model of the pair of hosts a message goes between, once measured, else the cluster's.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from runtime.partition.channels import (
     publish_inline,
     unpack,
 )
-from runtime.partition.costmodel import DEFAULT_OBJECT, CostModel, maybe_compress
+from runtime.partition.costmodel import DEFAULT_OBJECT, CostModel, Pair, between, maybe_compress
 from runtime.partition.mailbox import Delivery, Mailbox
 from runtime.wire import codec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
@@ -71,6 +74,10 @@ class DataPlane:
         self.store = store
         self.compress = compress
         self.cost = CostModel(object=DEFAULT_OBJECT if store is not None else None)
+        self.pair_costs: dict[Pair, CostModel] = {}  # measured per (from host, to host)
+        self.pair_updated: dict[Pair, float] = {}  # time.monotonic() each pair's came
+        # The host a worker runs on (None: unknown); set to its Peers' view by the worker.
+        self.host_of: Callable[[str], str | None] = lambda worker: None
         self.inbox = inbox_subject(function, worker_id)
         self._boxes: dict[tuple[str, int], Mailbox] = {}
         self._aborted: dict[str, tuple[ShoalError, float]] = {}
@@ -80,10 +87,22 @@ class DataPlane:
         self.sent_bytes = {"inline": 0, "object": 0}  # payload bytes sent, for metrics
         self.cost_updated = anyio.Event()  # set (and renewed) each time the model changes
 
-    def set_cost(self, model: CostModel) -> None:
-        self.cost = model
+    def set_cost(self, model: CostModel, pair: Pair | None = None) -> None:
+        """Use ``model``: the cluster-wide one, or the one for ``pair`` of hosts."""
+        if pair is None:
+            self.cost = model
+        else:
+            self.pair_costs[pair] = model
+            self.pair_updated[pair] = time.monotonic()
         self.cost_updated.set()
         self.cost_updated = anyio.Event()
+
+    def cost_to(self, worker: str) -> CostModel:
+        """The model for messages from this worker to ``worker``: their hosts' pair's, when
+        measured, else the cluster-wide one."""
+        return between(
+            self.cost, self.pair_costs, self.host_of(self.worker_id), self.host_of(worker)
+        )
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -185,14 +204,15 @@ class DataPlane:
             await self.nc.publish(subject, b"", headers=hdrs)
             return Sent(0, 1, 0)
         body = codec.encode(value, "msgpack")
-        chosen = channel if channel != "auto" else self._choose(len(body))
+        cost = self.cost_to(worker)
+        chosen = channel if channel != "auto" else self._choose(cost, len(body))
         if chosen == "object" and self.store is None:
             raise IntermediateStoreError(
                 "channel='object' needs an object store: set SHOAL_S3_ENDPOINT (and "
                 "credentials) for the workers, or deploy with channel='auto' or 'inline'"
             )
         if self.compress:
-            link = self.cost.object if chosen == "object" and self.cost.object else self.cost.inline
+            link = cost.object if chosen == "object" and cost.object else cost.inline
             body, compressed = maybe_compress(body, link)
             if compressed:
                 hdrs[ZLIB] = "1"
@@ -253,10 +273,10 @@ class DataPlane:
             log.warning("sweeping intermediates of run %s failed: %s", run, e)
             return 0
 
-    def _choose(self, nbytes: int) -> str:
+    def _choose(self, cost: CostModel, nbytes: int) -> str:
         if time.monotonic() - self._object_failed_at < OBJECT_RETRY_AFTER:
             return "inline"
-        return self.cost.choose(nbytes)
+        return cost.choose(nbytes)
 
     def avoid_object_store(self) -> None:
         """Send "auto" intermediates inline for a while: the object store just failed."""

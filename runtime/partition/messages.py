@@ -97,12 +97,18 @@ class RunPartition:
 
 @dataclass(frozen=True)
 class Ping:
-    """Are you still there? (Any answer is yes; no responders or silence is no.)"""
+    """Are you still there? (Any answer is yes; no responders or silence is no.)
+
+    ``pad``: bytes that only add weight, for timing a payload's trip to the worker and back
+    (calibrating a pair of hosts, :mod:`runtime.partition.calibration`); the worker ignores
+    them."""
 
     OP: ClassVar[str] = "ping"
 
+    pad: bytes = b""
+
     def to_bytes(self) -> bytes:
-        return _pack({"op": self.OP})
+        return _pack({"op": self.OP, **({"pad": self.pad} if self.pad else {})})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Ping:

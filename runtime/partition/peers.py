@@ -1,6 +1,6 @@
-"""The other workers of a partitioned model, as one worker sees them: which are ready (from
-their heartbeats in ``shoal_workers``), and which of a run's workers stopped answering
-(pings on their task subjects).
+"""The other workers of a partitioned model, as one worker sees them: which are ready and on
+which host (from their heartbeats in ``shoal_workers``), and which of a run's workers stopped
+answering (pings on their task subjects).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ STALE_AFTER = 3.0  # heartbeats older than this (in heartbeat periods) mean a wo
 class Peer:
     state: str  # ready | draining | ... | other-version (a different deployment)
     seen: float  # time.monotonic() of its last heartbeat seen
+    host: str | None = None  # the host it runs on, as its heartbeat names it
 
 
 class Peers:
@@ -58,13 +59,19 @@ class Peers:
         try:
             info = msgpack.unpackb(change.value, raw=False)
             state = str(info.get("state", ""))
+            host = info.get("host")
             if info.get("version") != self.spec.version:
                 state = "other-version"  # a rolling redeploy: keep runs on one
         except Exception:
             return
-        self.known[worker] = Peer(state, time.monotonic())
+        self.known[worker] = Peer(state, time.monotonic(), str(host) if host else None)
         self.changed.set()
         self.changed = anyio.Event()
+
+    def host_of(self, worker: str) -> str | None:
+        """The host ``worker`` runs on, if its heartbeat has been seen and names one."""
+        peer = self.known.get(worker)
+        return peer.host if peer is not None else None
 
     def ready(self, exclude: set[str]) -> list[str]:
         """Workers whose last heartbeat, recent enough, said ready (``exclude`` left out)."""

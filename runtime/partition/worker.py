@@ -50,6 +50,7 @@ class Partitions:
         self.spec = spec
         self.plane = plane
         self.peers = Peers(nc, spec, heartbeat=heartbeat)
+        plane.host_of = self.peers.host_of  # the data plane's cost model is per pair of hosts
         self.server = PartitionServer(
             nc, spec, worker_id, instance, plane, self.peers, on_idle=self._wake_drain
         )
@@ -75,6 +76,7 @@ class Partitions:
                 await tg.start(self.coordinator.run)
                 tg.start_soon(self.peers.run)
                 tg.start_soon(self._calibrate)
+                tg.start_soon(calibration.measure_pairs, self.plane, self.peers)
                 tg.start_soon(self._collect_garbage)
                 task_status.started()
         finally:

@@ -39,6 +39,7 @@ class WorkerSettings:
     worker_id: str
     nats_url: str
     controller_id: str = ""
+    host: str = ""  # the host its controller names (SHOAL_HOST_NAME); else the machine's
     code_dir: Path = config.CODE_DIR.default
     heartbeat: float = config.HEARTBEAT.default  # seconds between liveness reports
     parent_pid: int | None = None  # drain when this process goes away
@@ -55,6 +56,7 @@ class WorkerSettings:
             worker_id=launch.worker_id or uuid.uuid4().hex[:12],
             nats_url=launch.nats_url or config.NATS_URL.default,
             controller_id=launch.controller_id or "",
+            host=launch.host or socket.gethostname(),
             code_dir=launch.code_dir or config.CODE_DIR.default,
             heartbeat=config.HEARTBEAT.default if launch.heartbeat is None else launch.heartbeat,
             parent_pid=launch.parent_pid,
@@ -104,7 +106,7 @@ class Serving:
                 "kind": self.spec.kind,
                 "version": self.spec.version,
                 "controller": self.settings.controller_id,
-                "host": socket.gethostname(),
+                "host": self.settings.host or socket.gethostname(),
                 "pid": os.getpid(),
                 "state": state,
                 "served": self.served,

@@ -238,6 +238,7 @@ class Hosts:
             "PYTHONPATH": pythonpath,
             "SHOAL_NATS_URL": host.url,  # its own node only
             "SHOAL_CONTROLLER_ID": host.node,
+            "SHOAL_HOST_NAME": host.node,  # one machine: placement would see one host
             **more,
         }
 
