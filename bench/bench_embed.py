@@ -489,6 +489,11 @@ async def trace_section(
         f"mean rate of {base / 4:.1f}/s (a quarter of sentence-transformers' {base:.1f}/s on "
         f"its texts), {args.trace_seconds:g} s, {words:.0f} words per text on average"
     )
+    if len(at) < 20:
+        print(
+            f"   only {len(at)} requests in the window: too few for percentiles; a longer "
+            "--trace-seconds replays more (the in-process rate sets the compression)"
+        )
     lat, late = await open_loop(client, at, texts, args.encoding)
     ideal = arrivals.ideal_batching(at, base)
     out = latency_figures(lat, ideal)
