@@ -6,8 +6,9 @@
 
 One nats-server and a controller with process workers, all on this machine. Prints:
   1. cold start of embed from zero workers to the first answer, by phase, with the template
-     process (SHOAL_WORKER_TEMPLATE) and the model cache (SHOAL_MODEL_CACHE_ENABLED) on and
-     off in interleaved rounds (bench/coldstart.py), against a naive process that imports
+     process (SHOAL_WORKER_TEMPLATE; the executor forked from onnxruntime's template or from
+     the plain one) and the model cache (SHOAL_MODEL_CACHE_ENABLED) on and off in interleaved
+     rounds (bench/coldstart.py), against a naive process that imports
      transformers, loads the model and embeds one sentence;
   2. memory: 4 handler workers + 1 executor against 4 fused workers (model in each);
   3. throughput and latency with 64 requests in flight, batching on (max_batch=32) and off;
@@ -208,6 +209,7 @@ async def cold_start(
 
     settings = [
         Setting("template on, model cache on", True, {CACHE: "1"}),
+        Setting("plain template only, cache on", True, {CACHE: "1"}, engines=False),
         Setting("template off, model cache on", False, {CACHE: "1"}),
         Setting("template on, model cache off", True, {CACHE: "0"}),
         Setting("template off, model cache off", False, {CACHE: "0"}),

@@ -1,8 +1,9 @@
 """Zero workers to first answer, in rounds: each switch setting in turn, interleaved, medians.
 
 A round starts a controller with a fresh process launcher (the template process on or off,
-other switches as environment variables its workers inherit), deploys, waits until the
-launcher is ready (a long-running controller's template has long finished importing), then
+the engine templates for executors on or off, other switches as environment variables its
+workers inherit), deploys, waits until the launcher's templates are ready (the plain one and
+those of the executors deployed: a long-running controller's have long finished importing), then
 times one call from zero workers to its answer, and reads the phases each new worker reports
 in its heartbeat's ``startup`` (spawn, connect, load, setup). Leaving the round stops its
 workers, so the next one starts from zero again.
@@ -20,6 +21,7 @@ import anyio
 
 from controller import Controller, ControllerSettings, ProcessLauncher
 from controller.deploy import deploy_file
+from runtime.launch import preload_for
 from tests.conftest import wait_workers
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ class Setting:
     label: str
     template: bool
     env: Mapping[str, str]  # variables the workers inherit (SHOAL_MODEL_CACHE_ENABLED...)
+    engines: bool = True  # executors forked from a template that imported their engine
 
 
 @dataclass
@@ -57,12 +60,14 @@ async def one_round(
     saved = {k: os.environ.get(k) for k in setting.env}
     os.environ.update(setting.env)
     try:
-        async with ProcessLauncher(code_dir=code_dir, template=setting.template) as launcher:
+        async with ProcessLauncher(
+            code_dir=code_dir, template=setting.template, engines=setting.engines
+        ) as launcher:
             async with anyio.create_task_group() as tg:
                 settings = ControllerSettings.from_env(tick=0.1)
                 await tg.start(Controller(nc, launcher, settings).run)
-                await deploy_file(nc, path)
-                await launcher.ready()
+                for spec in await deploy_file(nc, path):
+                    await launcher.ready(preload_for(spec.kind, spec.engine))
                 t = time.perf_counter()
                 await call()
                 cold = time.perf_counter() - t
@@ -92,7 +97,11 @@ async def rounds(
         for i in range(len(settings)):
             setting = settings[(i + r) % len(settings)]
             done.append(await one_round(nc, setting, **kwargs))
-            print(f"   round {r + 1}/{repeats} {setting.label}: {done[-1].cold * 1000:.0f} ms")
+            load = os.getloadavg()[0]
+            print(
+                f"   round {r + 1}/{repeats} {setting.label}: {done[-1].cold * 1000:.0f} ms"
+                f" (load average {load:.1f})"
+            )
     return done
 
 

@@ -23,7 +23,7 @@ import anyio
 import msgpack
 
 from runtime import config
-from runtime.launch import LaunchEnv
+from runtime.launch import LaunchEnv, preload_for
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
 from runtime.wire import logstream, protocol, replicas
@@ -465,6 +465,8 @@ class Controller:
             return  # the plan has not (or not yet) given this host to this controller
         plan = self.lease.plan()
         for name, spec in specs.items():
+            # Any function may be placed here at its next event: its template gets ready now.
+            await self.launcher.prepare(preload_for(spec.kind, spec.engine))
             mine = [w for w in by_function.get(name, []) if self._launched(w)]
             await self._reconcile_share(spec, mine, plan.get(name, {}).get(self.settings.host, 0))
 
@@ -528,7 +530,8 @@ class Controller:
                     protocol.executor_subject(name), b"", headers={protocol.PREWARM: "1"}
                 )
         try:
-            await self.launcher.start(LaunchRequest(spec.name, wid, spec.version, env))
+            preload = preload_for(spec.kind, spec.engine)
+            await self.launcher.start(LaunchRequest(spec.name, wid, spec.version, env, preload))
         except Exception:
             self._starting.pop(wid, None)
             self._mine.discard(wid)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from runtime.launch import Preload
     from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.launcher.docker")
@@ -188,6 +189,9 @@ class DockerLauncher(WorkerContainers):
             container.short_id,
             kwargs["image"],
         )
+
+    async def prepare(self, preload: Preload | None) -> None:
+        """Nothing to prepare: each container starts its own interpreter."""
 
     async def kill(self, worker_id: str) -> None:
         worker = self._workers.get(worker_id)

@@ -19,7 +19,7 @@ import anyio
 
 from runtime import config
 from runtime.config import NATS_AUTH_VARS
-from runtime.launch import LaunchEnv
+from runtime.launch import LaunchEnv, Preload
 
 from .template import ForkedWorker, Template
 
@@ -42,6 +42,7 @@ class LaunchRequest:
     worker_id: str
     version: str
     env: Mapping[str, str] = field(default_factory=dict)  # its variables (runtime.launch)
+    preload: Preload | None = None  # its engine, for a launcher that can have it imported
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Launcher(Protocol):
     async def start(self, request: LaunchRequest) -> None:
         """Start a worker; return once it is launched (not necessarily serving)."""
 
+    async def prepare(self, preload: Preload | None) -> None:
+        """Workers with ``preload`` will be started: get ready for them, if there is a way
+        (a template process that imports that engine), without waiting for it."""
+
     async def kill(self, worker_id: str) -> None:
         """Stop a worker at once (it is expected to have been asked to drain first)."""
 
@@ -69,15 +74,26 @@ class Launcher(Protocol):
 class ProcessLauncher:
     """Runs each worker as a process on this host: forked from a template process that has
     imported Shoal already (``template``, by default ``SHOAL_WORKER_TEMPLATE``), or started
-    as ``python -m runtime.worker``."""
+    as ``python -m runtime.worker``.
+
+    One template process per preload: the plain one, started with the launcher, and one per
+    engine (:data:`runtime.launch.PRELOADS`) that also imports it, started when the controller
+    prepares for such an executor, or at the first launch of one at the latest (``engines``:
+    False forks executors from the plain one, as benchmarks compare)."""
 
     def __init__(
-        self, *, code_dir: Path, stop_grace: float = 10.0, template: bool | None = None
+        self,
+        *,
+        code_dir: Path,
+        stop_grace: float = 10.0,
+        template: bool | None = None,
+        engines: bool = True,
     ) -> None:
         self.code_dir = code_dir
         self.stop_grace = stop_grace  # seconds a worker gets to drain at shutdown
         self.use_template = config.WORKER_TEMPLATE.get() if template is None else template
-        self._template: Template | None = None
+        self.engines = engines  # engine templates; False: executors fork from the plain one
+        self._templates: dict[Preload | None, Template] = {}  # preload -> its template
         self._procs: dict[str, tuple[LaunchRequest, Process | ForkedWorker]] = {}
         self._all_exited = anyio.Event()
         self._send: MemoryObjectSendStream[WorkerExit]
@@ -87,13 +103,7 @@ class ProcessLauncher:
     async def __aenter__(self) -> ProcessLauncher:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        if self.use_template:
-            self._template = Template()
-            try:  # it imports meanwhile; the first launch waits for it
-                await self._template.start(self._tg)
-            except OSError as e:
-                log.warning("no template process (%s): workers start as new interpreters", e)
-                self._template = None
+        await self.prepare(None)  # it imports meanwhile; the first launch waits for it
         return self
 
     async def __aexit__(
@@ -128,8 +138,9 @@ class ProcessLauncher:
         )
         env = {**inherited, **request.env, **launched.to_env()}
         proc: Process | ForkedWorker | None = None
-        if self._template is not None and self._template.usable(env):
-            proc = await self._template.fork(env)
+        template = await self._template(request.preload)
+        if template is not None and template.usable(env):
+            proc = await template.fork(env)
         if proc is None:
             # A session of its own: a Ctrl-C in the terminal reaches the controller, which
             # drains workers in order, instead of hitting every worker at once.
@@ -168,14 +179,41 @@ class ProcessLauncher:
     def running(self) -> set[str]:
         return set(self._procs)
 
+    async def prepare(self, preload: Preload | None) -> None:
+        """Start the template process for ``preload`` if there is none yet (once: one that
+        failed is not started again)."""
+        await self._template(preload)
+
+    async def _template(self, preload: Preload | None) -> Template | None:
+        if not self.use_template:
+            return None
+        if not self.engines:
+            preload = None
+        template = self._templates.get(preload)
+        if template is None:
+            assert self._tg is not None, "use 'async with ProcessLauncher(...)'"
+            template = self._templates[preload] = Template(preload)
+            try:
+                await template.start(self._tg)
+            except OSError as e:
+                log.warning("no template process (%s): workers start as new interpreters", e)
+        return template
+
+    def template(self, preload: Preload | None = None) -> Template | None:
+        """The template process for ``preload`` (None: the plain one), once started."""
+        return self._templates.get(preload)
+
     @property
     def template_pid(self) -> int | None:
-        """The template process's pid, while there is one."""
-        return self._template.pid if self._template is not None else None
+        """The plain template process's pid, while there is one."""
+        template = self._templates.get(None)
+        return template.pid if template is not None else None
 
-    async def ready(self) -> bool:
-        """Wait until its template process can fork workers; False without one."""
-        return self._template is not None and await self._template.ready()
+    async def ready(self, preload: Preload | None = None) -> bool:
+        """Wait until the template process for ``preload`` (started now if need be) can fork
+        workers; False without one."""
+        template = await self._template(preload)
+        return template is not None and await template.ready()
 
     async def wait_all_exited(self) -> None:
         """Return once no worker of this launcher is running."""
@@ -199,5 +237,5 @@ class ProcessLauncher:
             if p.returncode is None:
                 p.kill()
                 await p.wait()
-        if self._template is not None:
-            await self._template.aclose()
+        for template in self._templates.values():
+            await template.aclose()

@@ -8,6 +8,11 @@ spawned :class:`anyio.abc.Process`: ``pid``, ``returncode``, ``send_signal``, ``
 is reused. The exit status comes from the template, which reaps its children; if the template
 itself dies, the launcher still sees each worker exit through its pidfd (status unknown:
 None), and later workers are spawned as before.
+
+A template started with a :class:`~runtime.launch.Preload` also imports an engine (a template
+for executors). If the engine cannot be imported, or its import leaves more native threads
+running than it is known to leave idle (forking would copy whatever lock such a thread
+holds), the template is not used: those workers are spawned, with one warning.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import anyio
 import msgpack
 
 from runtime import config
-from runtime.launch import TEMPLATE_MESSAGE_MAX, TEMPLATE_MODULE, LaunchEnv
+from runtime.launch import TEMPLATE_MESSAGE_MAX, TEMPLATE_MODULE, LaunchEnv, Preload
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,10 +104,13 @@ class ForkedWorker:
 
 
 class Template:
-    """A template process, started with the launcher's environment, and the workers it forked."""
+    """A template process, started with the launcher's environment, and the workers it forked;
+    with ``preload``, one that has imported that engine too."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: Preload | None = None) -> None:
+        self.preload = preload
         self.pid: int | None = None
+        self.threads: int | None = None  # native threads it runs, once ready
         self._proc: Process | None = None
         self._sock: socket.socket | None = None
         self._base: dict[str, str] = {}  # the environment it was started with
@@ -123,7 +131,7 @@ class Template:
         self._base = {k: v for k, v in inherited.items() if k not in SECRETS}
         try:
             self._proc = await anyio.open_process(
-                [sys.executable, "-m", TEMPLATE_MODULE, str(theirs.fileno())],
+                [sys.executable, "-m", TEMPLATE_MODULE, str(theirs.fileno()), *self._modules],
                 env=self._base,
                 stdin=None,
                 stdout=None,
@@ -133,6 +141,7 @@ class Template:
             )
         except BaseException:
             ours.close()
+            self._ready.set()  # not alive: nothing waits for it
             raise
         finally:
             theirs.close()
@@ -170,13 +179,13 @@ class Template:
                     await self._send({"fork": n, "env": env})
                     reply = await receive.receive()
                 except (OSError, anyio.EndOfStream) as e:
-                    log.warning("the template process cannot fork: %s", e)
+                    log.warning("%s cannot fork: %s", self._name, e)
             self._waiting.pop(n, None)
         if waited.cancelled_caught:
-            log.warning("the template process did not fork within %gs", FORK_PATIENCE)
+            log.warning("%s did not fork within %gs", self._name, FORK_PATIENCE)
             self._stop()
         if isinstance(reply, str):  # the fork itself failed (no memory, pid limit)
-            log.warning("the template process could not fork: %s", reply)
+            log.warning("%s could not fork: %s", self._name, reply)
         return reply if isinstance(reply, ForkedWorker) else None
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -231,9 +240,36 @@ class Template:
         elif "failed" in message:
             self._reply(message["failed"], message["error"])
         elif "ready" in message:
-            if message.get("threads", 1) > 1:
-                log.debug("the template process runs %d native threads", message["threads"])
+            self._on_ready(message.get("threads", 1), message.get("added", 0))
+        elif "unusable" in message:
+            log.warning("%s: its workers start as new interpreters", message["unusable"])
+            self._stop()
             self._ready.set()
+
+    @property
+    def _modules(self) -> tuple[str, ...]:
+        return self.preload.modules if self.preload is not None else ()
+
+    @property
+    def _name(self) -> str:
+        engine = f" with {self.preload.engine}" if self.preload is not None else ""
+        return f"the template process{engine}"
+
+    def _on_ready(self, threads: int, added: int) -> None:
+        self.threads = threads
+        if threads > 1:
+            log.debug("%s runs %d native threads", self._name, threads)
+        known = self.preload.idle_threads if self.preload is not None else 0
+        if added > known:
+            log.warning(
+                "importing %s started %d native threads (%d known idle): forking is not safe;"
+                " its workers start as new interpreters",
+                ", ".join(self._modules),
+                added,
+                known,
+            )
+            self._stop()
+        self._ready.set()
 
     def _reply(self, n: int, reply: object) -> bool:
         waiter = self._waiting.pop(n, None)
@@ -254,7 +290,7 @@ class Template:
             waiter.close()
         self._waiting.clear()
         if self._workers and self._tg is not None:
-            log.warning("the template process exited; following %d workers", len(self._workers))
+            log.warning("%s exited; following %d workers", self._name, len(self._workers))
             for worker in self._workers.values():
                 self._tg.start_soon(worker._watch_pidfd)
         self._workers.clear()

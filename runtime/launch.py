@@ -44,6 +44,40 @@ _VARS: dict[str, config.Var[Any]] = {
 # the largest message on its socket (a fork request carries the worker's whole environment).
 TEMPLATE_MODULE = "runtime.worker.template"
 TEMPLATE_MESSAGE_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class Preload:
+    """An engine a template process imports beyond what every worker imports, so that the
+    executors it forks find it imported: one template process per preload (handlers and fused
+    functions are forked from the plain one, which stays free of engines).
+
+    ``idle_threads`` is how many native threads importing it is known to leave running, each
+    found idle when measured (forking copies no lock one of them holds but for a moment);
+    a template whose import leaves more is not forked from (a thread the child lacks could
+    hold a lock the child needs): its workers are spawned.
+    """
+
+    engine: str  # an executor's ``engine`` (runtime.wire.options.ENGINES)
+    modules: tuple[str, ...]  # imported in this order
+    idle_threads: int = 0
+
+
+# onnxruntime's import starts one thread (a timer that wakes every few seconds, waiting on a
+# condition the rest of the time); torch's starts none (its OpenMP pool starts at the first
+# parallel operation, which the template never runs).
+PRELOADS: dict[str, Preload] = {
+    "onnxruntime": Preload("onnxruntime", ("onnxruntime",), idle_threads=1),
+    "torch": Preload("torch", ("torch",)),
+}
+
+
+def preload_for(kind: str, engine: str) -> Preload | None:
+    """What a worker of a function of ``kind`` with ``engine`` should find imported: its
+    engine for an executor whose engine is one of :data:`PRELOADS`, else nothing."""
+    return PRELOADS.get(engine) if kind == "executor" else None
+
+
 # Variables passed on as they are: the worker's NATS identity, and the object store's.
 CREDENTIALS = frozenset(config.NATS_AUTH_VARS)
 STORAGE = frozenset(name for name in config.VARIABLES if name.startswith("SHOAL_S3_"))

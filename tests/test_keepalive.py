@@ -1,12 +1,14 @@
-"""The keep-alive policy (controller.keepalive), its use by the scaler, and its KV store."""
+"""The keep-alive policy (controller.keepalive), its use by the scaler, and its KV store; on a
+real cluster, an executor behind a handler on a beat is pre-warmed with it."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgpack
@@ -15,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bench.bench_keepalive as bench
+from controller import Controller, ProcessLauncher, deploy_file
 from controller.idle_history import (
     HistoryConflict,
     IdleHistoryStore,
@@ -34,8 +37,10 @@ from controller.keepalive import (
     workers_wanted,
 )
 from controller.scaler import Observation, WorkerState, decide
+from runtime import Client
 from runtime.wire.connection import connect
 from runtime.wire.spec import FunctionSpec
+from tests.conftest import controller_settings, workers_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -337,3 +342,88 @@ async def test_deleted_and_undecodable_histories_are_started_anew(nc: NATS) -> N
     await bucket.put(key_of("odd"), b"not msgpack \xc1")
     assert (await store.record("odd", 60.0)).samples == 1
     assert decode((await bucket.get(key_of("odd"))).value or b"").samples == 1
+
+
+# --- an executor behind a handler on a real cluster ---------------------------------------
+
+BEAT_WITH_MODEL = '''
+"""A handler called on a regular beat, and the executor it uses; keep-alive is adaptive."""
+
+import os
+
+from runtime import Executor, executor, function, uses
+
+
+@executor(name="beat_model", max_batch=1, max_wait_ms=1)
+class BeatModel:
+    def __call__(self, batch):
+        return [os.getpid() for _ in batch]  # which worker served it
+
+
+@function(name="beat_handler")
+async def beat_handler(event, model: Executor[int, int] = uses(BeatModel)):
+    return {**event, "pid": os.getpid(), "model_pid": await model(0)}
+'''
+BIN_S = 1.0  # the compressed clock: a bin of 1 s stands for a minute
+# The handler is called every 12 s (12 "minutes"): longer than the fixed windows (5 s for
+# the handler, 10 s for the executor at this bin width), so that only pre-warming keeps
+# either from starting cold.
+BEAT_S = 12.0
+
+
+@pytest.mark.anyio
+async def test_an_executor_is_ready_with_its_handler_before_each_beat(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the handler's keep-alive is adaptive, it is ready before each event (pre-warmed
+    or kept, as its history says), and so is the executor it uses, loaded while its handler
+    has a worker up (even while the executor's own window is still the fixed one): neither
+    starts cold, where the fixed windows alone start both cold at every beat."""
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    path = tmp_path / "beat_with_model.py"
+    path.write_text(BEAT_WITH_MODEL)
+    async with (
+        ProcessLauncher(code_dir=tmp_path / "code", stop_grace=15) as launcher,
+        anyio.create_task_group() as tg,
+    ):
+        controller = Controller(nc, launcher, controller_settings(keepalive_bin_s=BIN_S))
+        await tg.start(controller.run)
+        specs = {s.name: s for s in await deploy_file(nc, path)}
+        handler, model = specs["beat_handler"], specs["beat_model"]
+        client = Client(nc)
+        start = time.monotonic()
+        learning: list[tuple[str, str]] = []  # (handler, executor): how each beat was served
+        outcomes: list[tuple[str, str]] = []  # the same, once the policy is in charge
+        for i in range(20):
+            # The beat itself is the workload's schedule, not a wait for the system.
+            await anyio.sleep(max(0.0, start + i * BEAT_S - time.monotonic()))
+            adaptive = controller.keepalive.windows_of(handler).kind == "adaptive"
+            ready = {s.name: ready_of(await workers_of(nc, s.name), s) for s in specs.values()}
+            answer = await client.call("beat_handler", {"i": i}, timeout=30)
+            assert answer["i"] == i
+            served = (
+                served_by(ready[handler.name], answer["pid"]),
+                served_by(ready[model.name], answer["model_pid"]),
+            )
+            (outcomes if adaptive else learning).append(served)
+            if len(outcomes) >= 3 and all("cold" not in o for o in outcomes[-3:]):
+                break
+        # Three events in a row, each served by a handler and an executor ready before it.
+        assert len(outcomes) >= 3 and all("cold" not in o for o in outcomes[-3:]), outcomes
+        # While the fixed windows decided, the handler started cold at every beat.
+        assert learning and all(h == "cold" for h, _ in learning), learning
+        tg.cancel_scope.cancel()
+
+
+def ready_of(entries: dict[str, dict[str, Any]], spec: FunctionSpec) -> list[dict[str, Any]]:
+    return [w for w in entries.values() if w["state"] == "ready" and w["version"] == spec.version]
+
+
+def served_by(before: list[dict[str, Any]], pid: int) -> str:
+    """How an event was served: by the one worker ready when it was published, fresh from a
+    pre-warm ("prewarmed": it had served nothing), or one kept since the last ("kept"); by
+    a worker started for it ("cold")."""
+    by = [w for w in before if w["pid"] == pid]
+    if not by:
+        return "cold"
+    return "prewarmed" if by[0]["served"] == 0 and len(before) == 1 else "kept"

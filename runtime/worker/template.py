@@ -1,14 +1,18 @@
 """The template process (a "zygote"): Python with Shoal, the NATS client and numpy imported once,
 from which a process launcher forks workers instead of starting ``python -m runtime.worker``.
 
-``python -m runtime.worker.template FD`` imports what every worker imports, then serves fork
-requests on ``FD``, its end of a ``SOCK_SEQPACKET`` socket pair with the launcher. It runs no
-event loop and no thread of its own, so forking it is safe. One msgpack map per message
-(:mod:`runtime.launch` names the keys):
+``python -m runtime.worker.template FD [MODULE...]`` imports what every worker imports, then
+the modules named (an engine's, :class:`runtime.launch.Preload`: a template for executors), then
+serves fork requests on ``FD``, its end of a ``SOCK_SEQPACKET`` socket pair with the launcher.
+It runs no event loop and no thread of its own (an engine's import may leave one waiting),
+so forking it is safe. One msgpack map per
+message (:mod:`runtime.launch` names the keys):
 
-- to the launcher, once imported: ``{"ready": pid, "threads": n}`` (the native threads the
-  imports left running; forking is safe with none but the main one, and with OpenBLAS's
-  pool, which stops itself around a fork);
+- to the launcher, once imported: ``{"ready": pid, "threads": n, "added": k}`` (the native
+  threads the imports left running, ``k`` of them started by importing the modules named;
+  forking is safe with none but the main one, with OpenBLAS's pool, which stops itself
+  around a fork, and with threads known to wait idle, which the launcher judges); or, if one
+  of the modules named cannot be imported, ``{"unusable": "why"}``, and this process exits;
 - from the launcher: ``{"fork": n, "env": {...}}``; the answer: ``{"forked": n, "pid": pid}``
   with the child's pidfd attached (``SCM_RIGHTS``), so the launcher can signal that very
   process and never another that reused its pid; or ``{"failed": n, "error": "..."}``;
@@ -27,6 +31,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
+import importlib
 import os
 import selectors
 import signal
@@ -53,9 +58,20 @@ PR_SET_NAME = 15  # prctl(2)
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
-    sys.argv = sys.argv[:1]
+    modules, sys.argv = sys.argv[2:], sys.argv[:1]
+    before = _threads()
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    except Exception as e:  # not installed, or broken: the launcher spawns those workers
+        sock.send(msgpack.packb({"unusable": f"cannot import {name}: {e!r}"}))
+        return
     gc.freeze()  # what is imported stays out of the children's collections: shared pages stay
-    Template(sock).run()
+    Template(sock).run(added=_threads() - before)
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
 
 
 class Template:
@@ -65,9 +81,8 @@ class Template:
         self.selector.register(sock, selectors.EVENT_READ)
         self.children: dict[int, int] = {}  # pid -> pidfd
 
-    def run(self) -> None:
-        threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
-        if not self._send({"ready": os.getpid(), "threads": threads}):
+    def run(self, added: int = 0) -> None:
+        if not self._send({"ready": os.getpid(), "threads": _threads(), "added": added}):
             return
         while True:
             for key, _ in self.selector.select():
