@@ -1,17 +1,25 @@
-"""Handlers split from executors: batching, fusion, bad items, and an executor killed mid-batch."""
+"""Handlers split from executors: batching, fusion, bad items, an executor killed mid-batch,
+and many items in one message (runtime.wire.items)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from controller import deploy_file
-from runtime import Client, FunctionError
+from runtime import Client, FunctionError, InvalidPayload
+from runtime.wire import answer, codec, protocol
+from runtime.wire import items as batch_wire
 from tests.conftest import FNS, Cluster, wait_workers
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +119,79 @@ async def test_map_fans_out_through_the_pool_in_order_and_fails_with_a_typed_err
     ]
     with pytest.raises(FunctionError, match="poisoned item"):  # the item's error, no group
         await client.call("doublemany", {"ns": [1, -1, 2]}, timeout=30)
+
+
+async def send_items(nc: NATS, items: list[object], **headers: str) -> Msg:
+    """One batch request to the doubler pool, as RemoteExecutor.map sends it."""
+    body = batch_wire.request_body([codec.encode(i, "msgpack") for i in items])
+    hdrs = batch_wire.request_headers(headers)
+    return await nc.request(protocol.executor_subject("doubler"), body, timeout=60, headers=hdrs)
+
+
+async def test_items_in_one_message_answered_in_order_within_max_batch(cluster: Cluster) -> None:
+    await cluster.deploy(EXECUTORS)
+    nc = cluster.nc
+    items = [{"n": i, "poison": i == 5} for i in range(20)]
+    reply = await send_items(nc, items)
+    assert batch_wire.is_batch(reply.headers)
+    outcomes = batch_wire.decode_answer(reply.data, reply.headers, len(items))
+    assert [o["value"] for i, o in enumerate(outcomes) if i != 5] == [  # type: ignore[index]
+        2 * i for i in range(20) if i != 5
+    ]
+    # The poisoned item fails alone, with its own typed error.
+    assert isinstance(outcomes[5], FunctionError) and "poisoned item" in str(outcomes[5])
+    sizes = [o["batch"] for i, o in enumerate(outcomes) if i != 5]  # type: ignore[index]
+    assert max(sizes) > 1 and max(sizes) <= 8  # batched as items, doubler's max_batch is 8
+
+    # A single-item request, as before batches, is still answered as one.
+    single = await nc.request(
+        protocol.executor_subject("doubler"),
+        codec.encode({"n": 4}, "msgpack"),
+        timeout=30,
+        headers={protocol.CONTENT_TYPE: protocol.MSGPACK},
+    )
+    assert not batch_wire.is_batch(single.headers)
+    assert answer.decode(single.data, single.headers)["value"] == 8
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        (codec.encode({"n": 1}, "msgpack"), {}, "must be a msgpack array"),
+        (b"\xc1 not msgpack", {}, "invalid msgpack"),
+        (batch_wire.request_body([b"\x01"]), {protocol.ITEMS: "99"}, "batch format"),
+    ],
+)
+async def test_a_malformed_batch_gets_a_typed_error_and_loses_nothing_else(
+    cluster: Cluster, body: bytes, headers: dict[str, str], message: str
+) -> None:
+    await cluster.deploy(EXECUTORS)
+    nc = cluster.nc
+    subject = protocol.executor_subject("doubler")
+    hdrs = {**batch_wire.request_headers({}), **headers}
+    bad = nc.request(subject, body, timeout=60, headers=hdrs)
+    good = send_items(nc, [{"n": 1}, {"n": 2}])
+    bad_reply, good_reply = await bad, await good
+    with pytest.raises(InvalidPayload, match=message):
+        answer.decode(bad_reply.data, bad_reply.headers)
+    outcomes = batch_wire.decode_answer(good_reply.data, good_reply.headers, 2)
+    assert [o["value"] for o in outcomes] == [2, 4]  # type: ignore[index]
+
+
+async def test_map_sends_max_batch_items_per_message(cluster: Cluster) -> None:
+    await cluster.deploy(EXECUTORS)
+    nc = cluster.nc
+    seen = await nc.subscribe(protocol.executor_subject("doubler"))  # a copy of every message
+    client = Client(nc)
+    assert await client.call("doublemany", {"ns": list(range(12))}, timeout=60) == [
+        2 * n for n in range(12)
+    ]
+    counts = []
+    while len(counts) < 2 or sum(counts) < 12:
+        msg = await seen.next_msg(timeout=30)
+        if batch_wire.is_batch(msg.headers):
+            counts.append(len(batch_wire.decode_request(msg.data, msg.headers)))
+    assert sorted(counts) == [4, 8]  # doubler's max_batch is 8: two messages, not twelve
+    # Each item's error on its own, the others' results kept.
+    got = await client.call("doubleall", {"ns": [1, -1, 2]}, timeout=60)
+    assert got[0] == 2 and got[2] == 4 and "poisoned item" in got[1]["error"]

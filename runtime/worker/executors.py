@@ -6,19 +6,24 @@ import ctypes
 import logging
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from runtime.define.handles import Executor
-from runtime.errors import ExecutorUnavailable, ShoalError
+from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError
 from runtime.models import ModelCache
 from runtime.wire import answer, codec, logstream, protocol, tracing
+from runtime.wire import items as batch_wire
 from runtime.worker.batching import Batcher
 from runtime.worker.invoker import run_hook
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
     from runtime.define.decorator import Definition
     from runtime.wire.spec import FunctionSpec
@@ -33,33 +38,99 @@ def _attrs(name: str) -> dict[str, str]:
 
 
 class RemoteExecutor(Executor[Any, Any]):
-    """Sends one item per request to the executor pool, which batches across handlers."""
+    """Sends items to the executor pool, which batches them across handlers: one item per
+    request for ``await h(item)``; ``h.map(items)`` sends up to ``max_batch`` items per
+    request (:mod:`runtime.wire.items`)."""
 
     def __init__(self, nc: NATS, spec: FunctionSpec) -> None:
         self._nc = nc
         self.spec = spec
         self._subject = protocol.executor_subject(spec.name)
+        self._batches = True  # False once an executor answered a batch as one item
 
     async def __call__(self, item: Any) -> Any:
         name = self.spec.name
         with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=_attrs(name)) as span:
-            headers = {**_MSGPACK, tracing.TRACEPARENT: span.traceparent}
-            request_id = logstream.current_request()
-            if request_id:  # the executor's log lines name the request they serve
-                headers[protocol.REQUEST_ID] = request_id
             try:
-                return await self._request(item, headers)
+                body = codec.encode(item, "msgpack")
+                reply = await self._request(body, self._headers(span.traceparent))
+                return answer.decode(reply.data, reply.headers)
             except ShoalError as e:
                 span.record_error(e, e.message)
                 raise
 
-    async def _request(self, item: Any, headers: dict[str, str]) -> Any:
+    async def _outcomes(self, items: list[Any]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(items)
+        bodies: dict[int, bytes] = {}
+        for i, item in enumerate(items):
+            encoded = batch_wire.encode_item(item)
+            if isinstance(encoded, bytes):
+                bodies[i] = encoded
+            else:
+                outcomes[i] = encoded
+        sendable = list(bodies)
+        limit = self._nc.max_payload
+        groups = batch_wire.chunks([bodies[i] for i in sendable], self.spec.max_batch, limit)
+
+        async def send(group: list[int]) -> None:
+            indexes = [sendable[j] for j in group]
+            results = await self._send_items([bodies[i] for i in indexes])
+            for i, outcome in zip(indexes, results, strict=True):
+                outcomes[i] = outcome
+
+        async with anyio.create_task_group() as tg:
+            for group in groups:
+                tg.start_soon(send, group)
+        return outcomes
+
+    async def _send_items(self, bodies: list[bytes]) -> list[Any]:
+        """Each item's outcome, the items sent in one request (one alone goes as a single
+        item, which every executor reads)."""
+        if len(bodies) == 1 or not self._batches:
+            return list(await anyio_gather([self._send_one(b) for b in bodies]))
+        name = self.spec.name
+        attrs = {**_attrs(name), "shoal.items": len(bodies)}
+        with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=attrs) as span:
+            headers = batch_wire.request_headers(self._headers(span.traceparent))
+            try:
+                reply = await self._request(batch_wire.request_body(bodies), headers)
+            except ShoalError as e:
+                span.record_error(e, e.message)
+                return [e] * len(bodies)
+        if not batch_wire.is_batch(reply.headers):
+            # An executor that predates batch requests read the list as one item.
+            log.warning("executor %s answers one item per request: sending so", name)
+            self._batches = False
+            return await self._send_items(bodies)
+        return batch_wire.decode_answer(reply.data, reply.headers, len(bodies))
+
+    async def _send_one(self, body: bytes) -> Any:
+        name = self.spec.name
+        with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=_attrs(name)) as span:
+            try:
+                reply = await self._request(body, self._headers(span.traceparent))
+                return answer.decode(reply.data, reply.headers)
+            except ShoalError as e:
+                span.record_error(e, e.message)
+                return e
+
+    def _headers(self, traceparent: str | None) -> dict[str, str]:
+        headers = dict(_MSGPACK)
+        if traceparent:
+            headers[tracing.TRACEPARENT] = traceparent
+        request_id = logstream.current_request()
+        if request_id:  # the executor's log lines name the request they serve
+            headers[protocol.REQUEST_ID] = request_id
+        return headers
+
+    async def _request(self, body: bytes, headers: dict[str, str]) -> Msg:
+        if len(body) > self._nc.max_payload - batch_wire.HEADROOM:
+            raise PayloadTooLarge(
+                f"an item for executor {self.spec.name!r} is too large to send ({len(body)} bytes)"
+            )
         try:
-            reply = await self._nc.request(
-                self._subject,
-                codec.encode(item, "msgpack"),
-                timeout=self.spec.timeout,
-                headers=headers,
+            return await self._nc.request(
+                self._subject, body, timeout=self.spec.timeout, headers=headers
             )
         except NoRespondersError:
             raise ExecutorUnavailable(
@@ -69,7 +140,21 @@ class RemoteExecutor(Executor[Any, Any]):
             raise ExecutorUnavailable(
                 f"executor {self.spec.name!r} did not answer within {self.spec.timeout:g}s"
             ) from None
-        return answer.decode(reply.data, reply.headers)
+
+
+async def anyio_gather(calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """The values of coroutines run concurrently, in order (they return errors, not raise)."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    results: list[Any] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        results[i] = await calls[i]
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(calls)):
+            tg.start_soon(one, i)
+    return results
 
 
 class LocalExecutor(Executor[Any, Any]):
@@ -80,6 +165,9 @@ class LocalExecutor(Executor[Any, Any]):
 
     async def __call__(self, item: Any) -> Any:
         return await self._batcher.submit(item)
+
+    async def _outcomes(self, items: list[Any]) -> list[Any]:
+        return await self._batcher.submit_many(items)
 
 
 def cuda_devices() -> int:
