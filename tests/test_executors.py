@@ -15,6 +15,11 @@ from controller import deploy_file
 from runtime import Client, FunctionError, InvalidPayload
 from runtime.wire import answer, codec, protocol
 from runtime.wire import items as batch_wire
+from runtime.wire.spec import FunctionSpec
+from runtime.worker.batching import Batcher
+from runtime.worker.executor import ExecutorWorker
+from runtime.worker.executors import RemoteExecutor
+from runtime.worker.serving import WorkerSettings
 from tests.conftest import FNS, Cluster, wait_workers
 
 if TYPE_CHECKING:
@@ -195,3 +200,48 @@ async def test_map_sends_max_batch_items_per_message(cluster: Cluster) -> None:
     # Each item's error on its own, the others' results kept.
     got = await client.call("doubleall", {"ns": [1, -1, 2]}, timeout=60)
     assert got[0] == 2 and got[2] == 4 and "poisoned item" in got[1]["error"]
+
+
+class Tens:
+    """A light model: each item times ten, and the size of the batch it ran in."""
+
+    def __call__(self, batch: list[int]) -> list[list[int]]:
+        return [[x * 10, len(batch)] for x in batch]
+
+
+async def test_concurrent_single_calls_from_one_worker_share_a_message(nc: NATS) -> None:
+    """Calls made in the same turn of a handler's event loop go in one request (up to
+    max_batch); a call alone goes alone, as a single item."""
+    spec = FunctionSpec(name="tens", kind="executor", max_batch=16, max_wait_ms=20, timeout=30)
+    batcher = Batcher(Tens(), max_batch=16, max_wait=0.02)
+    settings = WorkerSettings(function="tens", worker_id="tens-1", nats_url="", heartbeat=60)
+    worker = ExecutorWorker(nc, spec, settings, batcher)
+    seen = await nc.subscribe(protocol.executor_subject("tens"))  # a copy of every message
+    handle = RemoteExecutor(nc, spec)
+    results: list[object] = [None] * 20
+
+    async def one(i: int) -> None:
+        results[i] = await handle(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run)
+        await tg.start(worker.run)
+        async with anyio.create_task_group() as calls:
+            for i in range(20):
+                calls.start_soon(one, i)
+        assert [r[0] for r in results] == [10 * i for i in range(20)]  # type: ignore[index]
+        assert await handle(7) == [70, 1]  # alone
+        worker.stop()
+        tg.cancel_scope.cancel()
+    batcher.close()
+    sizes = []
+    while len(sizes) < 3:
+        msg = await seen.next_msg(timeout=10)
+        if msg.headers and msg.headers.get(protocol.PREWARM):
+            continue
+        sizes.append(
+            len(batch_wire.decode_request(msg.data, msg.headers))
+            if batch_wire.is_batch(msg.headers)
+            else 1
+        )
+    assert sizes == [16, 4, 1]  # two requests for 20 calls (max_batch 16), then the lone one

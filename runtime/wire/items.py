@@ -1,7 +1,8 @@
 """Many executor items in one message, and all their outcomes in one answer.
 
-A handler with several items for one executor sends them together (``Executor.map``): the
-request carries the header ``Shoal-Items: 1`` (this format's version) and its body is a
+A handler worker with several items for one executor at the same moment sends them together
+(the items of ``Executor.map``, and single calls of concurrent invocations): the request
+carries the header ``Shoal-Items: 1`` (this format's version) and its body is a
 msgpack array of the items, each encoded as a single-item request's body would be. The
 executor's batcher takes them as separate items (they join its batches one by one; its
 ``max_batch`` still bounds a batch) and answers once per message:
@@ -45,20 +46,6 @@ def encode_item(item: Any) -> bytes | ShoalError:
         return codec.encode(item, "msgpack")
     except ResultNotSerializable as e:
         return ResultNotSerializable(f"an executor item cannot be sent: {e.message}")
-
-
-def chunks(encoded: Sequence[bytes], count: int, limit: int) -> list[list[int]]:
-    """Indexes of ``encoded`` grouped into messages of at most ``count`` items and ``limit``
-    bytes (an item too large alone still gets a message of its own: the sender refuses it)."""
-    groups: list[list[int]] = []
-    size = 0
-    for i, body in enumerate(encoded):
-        if not groups or len(groups[-1]) >= count or size + len(body) > limit - HEADROOM:
-            groups.append([])
-            size = 0
-        groups[-1].append(i)
-        size += len(body)
-    return groups
 
 
 def request_body(encoded: Sequence[bytes]) -> bytes:

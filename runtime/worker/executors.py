@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -37,51 +39,100 @@ def _attrs(name: str) -> dict[str, str]:
     return {"shoal.executor": name}
 
 
+@dataclass
+class _Call:
+    """One item waiting to be sent with others of the same moment."""
+
+    body: bytes
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: Any = None
+
+
+@dataclass
+class _Gathering:
+    """Items of one turn of the event loop, to go in one request (sent by its first call)."""
+
+    calls: list[_Call]
+    size: int
+
+
 class RemoteExecutor(Executor[Any, Any]):
-    """Sends items to the executor pool, which batches them across handlers: one item per
-    request for ``await h(item)``; ``h.map(items)`` sends up to ``max_batch`` items per
-    request (:mod:`runtime.wire.items`)."""
+    """Sends items to the executor pool, which batches them across handlers.
+
+    Items sent by this worker in the same turn of its event loop (the items of ``h.map``,
+    and single calls ``await h(item)`` of concurrent invocations) go together, up to
+    ``max_batch`` items per request (:mod:`runtime.wire.items`). A call alone goes alone, at
+    once: light load pays nothing for it.
+    """
 
     def __init__(self, nc: NATS, spec: FunctionSpec) -> None:
         self._nc = nc
         self.spec = spec
         self._subject = protocol.executor_subject(spec.name)
         self._batches = True  # False once an executor answered a batch as one item
+        self._gathering: _Gathering | None = None  # this turn's items, still open
 
     async def __call__(self, item: Any) -> Any:
-        name = self.spec.name
-        with tracing.span(f"{name} send", kind=tracing.CLIENT, attributes=_attrs(name)) as span:
-            try:
-                body = codec.encode(item, "msgpack")
-                reply = await self._request(body, self._headers(span.traceparent))
-                return answer.decode(reply.data, reply.headers)
-            except ShoalError as e:
-                span.record_error(e, e.message)
-                raise
+        call = _Call(codec.encode(item, "msgpack"))
+        gathering = self._join(call)
+        if gathering is not None:
+            await self._send_gathered(gathering)
+        else:
+            await call.done.wait()
+        if isinstance(call.outcome, ShoalError):
+            raise call.outcome
+        return call.outcome
 
     async def _outcomes(self, items: list[Any]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(items)
-        bodies: dict[int, bytes] = {}
-        for i, item in enumerate(items):
+        calls: list[_Call] = []
+        led: list[_Gathering] = []
+        for item in items:
             encoded = batch_wire.encode_item(item)
-            if isinstance(encoded, bytes):
-                bodies[i] = encoded
-            else:
-                outcomes[i] = encoded
-        sendable = list(bodies)
-        limit = self._nc.max_payload
-        groups = batch_wire.chunks([bodies[i] for i in sendable], self.spec.max_batch, limit)
-
-        async def send(group: list[int]) -> None:
-            indexes = [sendable[j] for j in group]
-            results = await self._send_items([bodies[i] for i in indexes])
-            for i, outcome in zip(indexes, results, strict=True):
-                outcomes[i] = outcome
-
+            call = _Call(b"")
+            calls.append(call)
+            if isinstance(encoded, ShoalError):
+                call.outcome = encoded
+                call.done.set()
+                continue
+            call.body = encoded
+            gathering = self._join(call)
+            if gathering is not None:
+                led.append(gathering)
         async with anyio.create_task_group() as tg:
-            for group in groups:
-                tg.start_soon(send, group)
-        return outcomes
+            for gathering in led:
+                tg.start_soon(self._send_gathered, gathering)
+        for call in calls:  # those that joined another caller's request
+            await call.done.wait()
+        return [call.outcome for call in calls]
+
+    def _join(self, call: _Call) -> _Gathering | None:
+        """Add ``call`` to this turn's request; a new request (returned: the caller sends
+        it) when there is none, or it is full."""
+        room = self._nc.max_payload - batch_wire.HEADROOM
+        g = self._gathering
+        if g is not None and len(g.calls) < self.spec.max_batch and g.size + len(call.body) <= room:
+            g.calls.append(call)
+            g.size += len(call.body)
+            return None
+        g = self._gathering = _Gathering([call], len(call.body))
+        return g
+
+    async def _send_gathered(self, gathering: _Gathering) -> None:
+        # Shielded: the calls that joined wait on this one; the request's own timeout bounds it.
+        with anyio.CancelScope(shield=True):
+            await anyio.lowlevel.checkpoint()  # the items of this same turn join
+            if self._gathering is gathering:
+                self._gathering = None
+            calls = gathering.calls
+            try:
+                outcomes = await self._send_items([c.body for c in calls])
+            except Exception as e:  # every call that joined must hear back: a typed error
+                log.warning("executor %s request failed: %r", self.spec.name, e)
+                err = ExecutorUnavailable(f"executor {self.spec.name!r} unreachable: {e!r}")
+                outcomes = [err] * len(calls)
+            for call, outcome in zip(calls, outcomes, strict=True):
+                call.outcome = outcome
+                call.done.set()
 
     async def _send_items(self, bodies: list[bytes]) -> list[Any]:
         """Each item's outcome, the items sent in one request (one alone goes as a single
