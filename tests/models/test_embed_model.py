@@ -315,7 +315,7 @@ def test_handler_rejects_bad_requests(event, message):
 
 def test_declarations():
     handler, model = definition_of(E.embed).spec, definition_of(E.MiniLM).spec
-    assert handler.uses == ("minilm",)
+    assert handler.uses == ("minilm",) and handler.concurrency == 32
     assert (model.kind, model.engine, model.max_batch) == ("executor", E.ENGINE, 32)
 
 
