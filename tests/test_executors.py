@@ -177,6 +177,7 @@ async def test_a_malformed_batch_gets_a_typed_error_and_loses_nothing_else(
     bad = nc.request(subject, body, timeout=60, headers=hdrs)
     good = send_items(nc, [{"n": 1}, {"n": 2}])
     bad_reply, good_reply = await bad, await good
+    assert batch_wire.is_batch(bad_reply.headers)  # answered by an executor that reads batches
     with pytest.raises(InvalidPayload, match=message):
         answer.decode(bad_reply.data, bad_reply.headers)
     outcomes = batch_wire.decode_answer(good_reply.data, good_reply.headers, 2)
@@ -245,3 +246,27 @@ async def test_concurrent_single_calls_from_one_worker_share_a_message(nc: NATS)
             else 1
         )
     assert sizes == [16, 4, 1]  # two requests for 20 calls (max_batch 16), then the lone one
+
+
+async def test_an_executor_that_predates_batches_gets_one_item_per_request(nc: NATS) -> None:
+    """An older executor reads a batch request as one item (here: a list it cannot double)
+    and answers without Shoal-Items; the handle then sends those items, and later ones,
+    one per request."""
+    bodies: list[object] = []
+
+    async def old_executor(msg: Msg) -> None:
+        item, _ = codec.decode(msg.data, (msg.headers or {}).get(protocol.CONTENT_TYPE))
+        bodies.append(item)
+        if isinstance(item, int):
+            reply = answer.ok(item * 2, "msgpack")
+        else:
+            reply = answer.error(FunctionError(f"cannot double {item!r}"), "msgpack")
+        await nc.publish(msg.reply, reply.body, headers=reply.headers)
+
+    await nc.subscribe(protocol.executor_subject("old"), cb=old_executor)
+    handle = RemoteExecutor(nc, FunctionSpec(name="old", kind="executor", max_batch=8, timeout=10))
+    assert await handle.map([1, 2, 3]) == [2, 4, 6]
+    assert bodies[0] == [1, 2, 3] and sorted(bodies[1:]) == [1, 2, 3]  # type: ignore[type-var]
+    bodies.clear()
+    assert await handle.map([4, 5]) == [8, 10]
+    assert sorted(bodies) == [4, 5]  # type: ignore[type-var]  # no batch request any more

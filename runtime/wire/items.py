@@ -11,12 +11,13 @@ executor's batcher takes them as separate items (they join its batches one by on
   item, in order: ``["ok", result]`` or ``["error", <wire error>]``, so one bad item fails
   alone;
 - or, when the message cannot be read at all (not a msgpack array, an unknown version), an
-  ordinary error answer (:mod:`runtime.wire.answer`): every item of that message gets that
-  error, and nothing else is lost.
+  ordinary error answer (:mod:`runtime.wire.answer`), with ``Shoal-Items: 1``: every item of
+  that message gets that error, and nothing else is lost.
 
 A request without ``Shoal-Items`` is a single item, answered as before. An executor that
 predates this format answers a batch as one item, without ``Shoal-Items``: the sender then
-sends those items one per message (:func:`is_batch_answer`).
+sends those items one per message (a retryable error answered without it, such as a cold
+executor's refusal, is every item's error instead).
 """
 
 from __future__ import annotations

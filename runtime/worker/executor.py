@@ -117,6 +117,8 @@ class ExecutorWorker(Serving):
                     keep = self.settings.error_tracebacks
                     err = without_traceback(e, keep)
                     reply = answer.error(err, "msgpack", traceparent=span.traceparent)
+                    if batch_wire.is_batch(headers):  # read by an executor that reads batches
+                        reply.headers[protocol.ITEMS] = batch_wire.VERSION
                     self.figures.invoked(time.perf_counter() - started, e)
             if msg.reply:  # an item's answer goes to one handler: no request id of its own
                 await self.nc.publish(msg.reply, reply.body, headers=reply.headers)

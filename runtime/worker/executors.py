@@ -149,6 +149,11 @@ class RemoteExecutor(Executor[Any, Any]):
                 span.record_error(e, e.message)
                 return [e] * len(bodies)
         if not batch_wire.is_batch(reply.headers):
+            try:
+                answer.decode(reply.data, reply.headers)
+            except ShoalError as e:
+                if e.retryable:  # refused before any executor read it (one is starting)
+                    return [e] * len(bodies)
             # An executor that predates batch requests read the list as one item.
             log.warning("executor %s answers one item per request: sending so", name)
             self._batches = False
