@@ -12,10 +12,13 @@ Vectors are mean-pooled over the tokens and L2-normalised, as sentence-transform
 them, so a dot product is a cosine similarity. Texts longer than 256 word pieces are
 truncated, as sentence-transformers does. At most ``MAX_TEXTS`` texts per request.
 
-How it runs: the handler is light (``tokenizers`` and numpy, never torch or onnxruntime). It
-validates and tokenizes the request and awaits the ``minilm`` executor once per text, with
-``{"input_ids": int64 [n], "attention_mask": int64 [n]}``; the executor pads the texts batched
-from many requests, runs the transformer once per batch and answers ``float32 [384]`` per text.
+How it runs: the handler is light (no numpy, no tokenizer, never torch or onnxruntime). It
+validates the request and sends its texts to the ``minilm`` executor in one message
+(``minilm.map(texts)``); the executor takes each text as an item, batches texts from many
+requests, tokenizes a batch at once (padded to its longest text), runs the transformer once
+per batch and answers each text's embedding as a list of 384 floats. Tokenizing there costs
+what it would cost in the handler, and saves each handler the tokenizer's memory and the
+numpy arrays that token ids would need on the wire.
 
 The executor's engine is ``SHOAL_EMBED_ENGINE``:
 
@@ -40,14 +43,19 @@ import importlib.util
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from runtime import Executor, InvalidPayload, executor, function, uses
 from runtime.models import ModelCache, file_digest, onnx_session, torch_module
+
+if TYPE_CHECKING:  # numpy is the executor's: the handler never imports it
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+
+    # ids, mask [B, L] -> float32 [B, L, H]
+    Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 ENGINES = ("onnxruntime", "torch")
 ENGINE = os.environ.get("SHOAL_EMBED_ENGINE", "onnxruntime")
@@ -55,16 +63,11 @@ if ENGINE not in ENGINES:
     raise ValueError(f"SHOAL_EMBED_ENGINE must be one of {ENGINES}, not {ENGINE!r}")
 
 # Per request. A JSON answer takes about 8.4 kB per text: 64 stay well under NATS's default
-# 1 MiB message limit, and a request fans out to at most 64 executor calls.
+# 1 MiB message limit, and a request's texts go to the executor in at most two messages.
 MAX_TEXTS = 64
 ONNX_OPSET = 20
 MAX_IR_VERSION = 13  # the newest ONNX IR version onnxruntime 1.31 loads
 EXPORT_REVISION = 1  # part of the cache key: bump when export_onnx changes what it writes
-
-WARM_UP = np.array([101, 7592, 102], dtype=np.int64)
-
-Item = dict[str, np.ndarray]  # one text, tokenized: {"input_ids": ..., "attention_mask": ...}
-Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # ids, mask [B, L] -> float32 [B, L, H]
 
 
 # -- model files --------------------------------------------------------------------------------
@@ -86,34 +89,7 @@ def max_seq_length(directory: Path) -> int:
     return int(config["max_seq_length"])
 
 
-# -- handler side: tokenizing -------------------------------------------------------------------
-
-
-def load_tokenizer(directory: Path) -> Any:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    # tokenizer.json pads and truncates to 128; sentence-transformers truncates at
-    # max_seq_length (256) instead, and the executor pads each batch to its longest text.
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_seq_length(directory))
-    return tokenizer
-
-
-@functools.cache
-def _tokenizer() -> Any:
-    return load_tokenizer(model_dir())
-
-
-def tokenize(texts: Sequence[str]) -> list[Item]:
-    """One executor item per text: its word-piece ids and attention mask, int64 [n]."""
-    return [
-        {
-            "input_ids": np.asarray(encoding.ids, dtype=np.int64),
-            "attention_mask": np.asarray(encoding.attention_mask, dtype=np.int64),
-        }
-        for encoding in _tokenizer().encode_batch(list(texts))
-    ]
+# -- handler side: the request ------------------------------------------------------------------
 
 
 _USAGE = 'embed expects {"text": "<a string>"} or {"texts": ["<a string>", ...]}'
@@ -140,24 +116,43 @@ def parse_request(event: Any) -> tuple[list[str], bool]:
     return texts, False
 
 
-# -- executor side: padding, pooling, engines ---------------------------------------------------
+# -- executor side: tokenizing, pooling, engines ------------------------------------------------
 
 
-def pad_batch(batch: Sequence[Item], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad a batch of tokenized texts to its longest: int64 ids and mask [B, L]."""
-    length = max(len(item["input_ids"]) for item in batch)
-    input_ids = np.full((len(batch), length), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(batch), length), dtype=np.int64)
-    for row, item in enumerate(batch):
-        ids = np.asarray(item["input_ids"], dtype=np.int64)
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = np.asarray(item["attention_mask"], dtype=np.int64)
+def load_tokenizer(directory: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    # tokenizer.json pads and truncates to 128; sentence-transformers truncates at
+    # max_seq_length (256) instead. A batch is padded to its longest text.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_length(directory))
+    pad = "[PAD]"
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
+    return tokenizer
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    return load_tokenizer(model_dir())
+
+
+def tokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of texts as word-piece ids and attention mask, int64 [B, L], right-padded to
+    the longest text (at most 256 word pieces, [CLS] and [SEP] included)."""
+    import numpy as np
+
+    encodings = _tokenizer().encode_batch(list(texts))
+    input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
     return input_ids, attention_mask
 
 
 def mean_pool_normalise(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """float32 [B, L, H] token states -> [B, H] unit vectors, as sentence-transformers'
     Pooling (mean over the attention mask) followed by Normalize."""
+    import numpy as np
+
     mask = attention_mask.astype(np.float32)
     summed = np.einsum("blh,bl->bh", hidden.astype(np.float32, copy=False), mask)
     counts = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)  # their clamp, for empty masks
@@ -327,8 +322,7 @@ def onnxruntime_engine(
 
 @executor(name="minilm", engine=ENGINE, max_batch=32, max_wait_ms=5)
 class MiniLM:
-    """all-MiniLM-L6-v2. Item: one tokenized text (see :func:`tokenize`); result: its
-    embedding, float32 [384], unit length."""
+    """all-MiniLM-L6-v2. Item: one text; result: its embedding, 384 floats, unit length."""
 
     engine: str = ENGINE  # the runtime sets these before setup()
     device: str = "cpu"
@@ -344,21 +338,28 @@ class MiniLM:
             self.forward, self.engine_device = onnxruntime_engine(
                 model_dir(), self.device, cache.folder, cache
             )
-        # Warm up once, so the first request does not pay for lazy kernel and memory setup
-        # ("[CLS] hello [SEP]": no tokenizer needed here).
-        self([{"input_ids": WARM_UP, "attention_mask": np.ones_like(WARM_UP)}])
+        _tokenizer()  # loaded now, not by the first request
+        # Warm up once, so the first request does not pay for lazy kernel and memory setup.
+        self(["hello"])
 
-    def __call__(self, batch: list[Item]) -> list[np.ndarray]:
-        input_ids, attention_mask = pad_batch(batch)
+    def __call__(self, batch: list[str]) -> list[list[float]]:
+        wrong = sorted({type(t).__name__ for t in batch if not isinstance(t, str)})
+        if wrong:  # a batch with one is re-run item by item: only that item fails
+            raise InvalidPayload(f"minilm embeds texts (str), got {', '.join(wrong)}")
+        input_ids, attention_mask = tokenize(batch)
         hidden = self.forward(input_ids, attention_mask)
-        return list(mean_pool_normalise(hidden, attention_mask))
+        # Plain floats: the handler passes them on without numpy.
+        vectors: list[list[float]] = mean_pool_normalise(hidden, attention_mask).tolist()
+        return vectors
 
 
-@function(name="embed")
-async def embed(event: Any, minilm: Executor[Item, np.ndarray] = uses(MiniLM)) -> dict[str, Any]:
+# A handler mostly waits on the executor; its invocations in flight are the items it has at
+# the executor, so 8 (the default) would keep batches small (mean 7-8 of 32 with 2 handlers
+# at 64 requests in flight; 26 with 32).
+@function(name="embed", concurrency=32)
+async def embed(event: Any, minilm: Executor[str, list[float]] = uses(MiniLM)) -> dict[str, Any]:
     texts, single = parse_request(event)
-    # One text per call, all at once: the executor batches texts across requests and handler
-    # workers; a failure is the executor's own typed error (ExecutorUnavailable...).
-    embeddings = await minilm.map(tokenize(texts))
-    vectors = [np.asarray(v, dtype=np.float32).tolist() for v in embeddings]
+    # The texts go in one message (up to max_batch each); the executor batches them with
+    # other requests' texts. A failure is the executor's own typed error (ExecutorUnavailable...).
+    vectors = await minilm.map(texts)
     return {"embedding": vectors[0]} if single else {"embeddings": vectors}

@@ -104,3 +104,48 @@ async def test_sparse_arrivals_do_not_wait_for_a_batch() -> None:
     await submit_all(batcher, list(range(32)))  # a burst: batching pays again
     assert batcher.wait() == 0.2
     batcher.close()
+
+
+class Poisoned(Linear):
+    """Fails any batch holding a negative item."""
+
+    def __call__(self, batch: list[int]) -> list[int]:
+        if any(x < 0 for x in batch):
+            raise ValueError("negative item")
+        return super().__call__(batch)
+
+
+async def test_submit_many_items_join_batches_one_by_one() -> None:
+    model = Poisoned()
+    batcher = Batcher(model, max_batch=4, max_wait=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run)
+        outcomes = await batcher.submit_many([0, 1, -2, 3, 4, 5, 6, 7, 8, 9])
+        tg.cancel_scope.cancel()
+    assert [o for i, o in enumerate(outcomes) if i != 2] == [x * 10 for x in range(10) if x != 2]
+    assert isinstance(outcomes[2], FunctionError) and "negative item" in str(outcomes[2])
+    assert max(model.sizes) == 4  # max_batch bounds a batch, whatever a message brought
+    assert batcher.stats.items >= 10
+    batcher.close()
+
+
+async def test_items_that_waited_during_a_batch_do_not_wait_again() -> None:
+    """A batch waits max_wait from its first item's arrival: items queued while the engine
+    ran have waited already, so the next batch starts at once."""
+    model = Linear()
+    batcher = Batcher(model, max_batch=64, max_wait=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run)
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(batcher.submit_many, list(range(3)))
+            # Arrivals that keep coming, each within max_wait of the last: the first batch
+            # waits its 0.2 s, the items behind it arrive during that batch.
+            for i in range(3):
+                await anyio.sleep(0.05)  # the load itself: spaced arrivals
+                calls.start_soon(batcher.submit, 100 + i)
+        tg.cancel_scope.cancel()
+    # Everything came within the first batch's wait, or while it ran: two batches at most,
+    # and the engine never sat idle with an item waiting longer than one max_wait.
+    assert len(model.sizes) <= 2 and sum(model.sizes) == 6
+    assert batcher.stats.idle_waiting < 0.2 + 0.1
+    batcher.close()

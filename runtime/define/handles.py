@@ -9,7 +9,7 @@ A handler names each executor it uses as a parameter whose default is :func:`use
     @function
     async def embed(event: str, minilm: Executor[str, list[float]] = uses(MiniLM)) -> ...:
         one = await minilm(event)                  # one item in, its result out
-        many = await minilm.map(["a", "b", "c"])   # concurrently, results in order
+        many = await minilm.map(["a", "b", "c"])   # one message, results in order
 
 ``uses(MiniLM)`` is typed ``Executor[str, list[float]]`` from ``MiniLM.__call__``'s batch
 signature, so a type checker refuses a parameter annotated with other types, and an item of
@@ -20,7 +20,7 @@ the wrong type. When Shoal runs the handler, the parameter receives the executor
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 import anyio
 
@@ -40,30 +40,64 @@ R = TypeVar("R")
 
 class Executor(ABC, Generic[In, Out]):
     """A handle on an ``@executor``: ``await h(item)`` is its result for one item;
-    ``await h.map(items)`` runs the items concurrently and returns their results in order."""
+    ``await h.map(items)`` is the results of many, in order (sent to a remote executor as one
+    message, whose items join its batches one by one)."""
 
     @abstractmethod
     async def __call__(self, item: In) -> Out:
         """The executor's result for one item (batched with others by the executor)."""
 
-    async def map(self, items: Iterable[In]) -> list[Out]:
-        """Results for ``items``, in their order, the calls made concurrently.
+    @overload
+    async def map(self, items: Iterable[In]) -> list[Out]: ...
 
-        If calls fail, the first Shoal error among them is raised (``ExecutorUnavailable``,
-        ``FunctionError``...), else the first error: never an exception group.
+    @overload
+    async def map(
+        self, items: Iterable[In], *, return_errors: Literal[True]
+    ) -> list[Out | ShoalError]: ...
+
+    @overload
+    async def map(
+        self, items: Iterable[In], *, return_errors: bool
+    ) -> list[Out] | list[Out | ShoalError]: ...
+
+    async def map(
+        self, items: Iterable[In], *, return_errors: bool = False
+    ) -> list[Out] | list[Out | ShoalError]:
+        """Results for ``items``, in their order.
+
+        A remote executor gets them in as few messages as its ``max_batch`` allows, and its
+        batcher runs them as separate items; an in-process one queues them all at once.
+        If items fail, the first Shoal error among them, in item order, is raised
+        (``ExecutorUnavailable``, ``FunctionError``...), never an exception group; with
+        ``return_errors=True`` each failed item's typed error takes its place in the list
+        instead, and the other items' results are kept.
         """
-        todo = list(items)
-        results: list[Any] = [None] * len(todo)
+        outcomes = await self._outcomes(list(items))
+        if return_errors:
+            return outcomes
+        for outcome in outcomes:
+            if isinstance(outcome, ShoalError):
+                raise outcome
+        return outcomes  # no errors among them
+
+    async def _outcomes(self, items: list[In]) -> list[Out | ShoalError]:
+        """Each item's result or Shoal error, in order; here, one call per item, concurrently.
+        Handles that can send many items at once override this."""
+        results: list[Any] = [None] * len(items)
 
         async def one(i: int) -> None:
-            results[i] = await self(todo[i])
+            try:
+                results[i] = await self(items[i])
+            except ShoalError as e:
+                results[i] = e
 
         try:
             async with anyio.create_task_group() as tg:
-                for i in range(len(todo)):
+                for i in range(len(items)):
                     tg.start_soon(one, i)
-        except ExceptionGroup as group:
-            raise first_error(group) from None
+        except ExceptionGroup as group:  # not a Shoal error: the first Shoal error, else it
+            shoal = next((r for r in results if isinstance(r, ShoalError)), None)
+            raise (shoal or first_error(group)) from None
         return results
 
 

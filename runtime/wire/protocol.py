@@ -21,6 +21,7 @@ REPLY_TO = "Shoal-Reply-To"  # where a durable event's result is published
 REQUEST_ID = "Shoal-Request-Id"  # set on every answer
 STATUS = "Shoal-Status"  # "ok" or "error" on every answer
 PREWARM = "Shoal-Prewarm"  # on an empty message to an executor: start one, nothing to run
+ITEMS = "Shoal-Items"  # on executor requests/answers carrying many items: format version
 TRACEPARENT = "traceparent"  # W3C Trace Context, on requests and answers (runtime.wire.tracing)
 
 JSON = "application/json"

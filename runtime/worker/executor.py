@@ -10,6 +10,7 @@ import anyio
 
 from runtime.errors import ShoalError
 from runtime.wire import answer, codec, logstream, protocol, tracing
+from runtime.wire import items as batch_wire
 from runtime.wire.failure import without_traceback
 from runtime.worker.serving import Serving, WorkerSettings, idle_for
 
@@ -25,7 +26,8 @@ log = logging.getLogger("shoal.executor")
 
 
 class ExecutorWorker(Serving):
-    """Answers ``shoal.ex.<name>`` requests (one item each) through a shared batcher."""
+    """Answers ``shoal.ex.<name>`` requests (one item, or many: :mod:`runtime.wire.items`)
+    through a shared batcher."""
 
     def __init__(
         self, nc: NATS, spec: FunctionSpec, settings: WorkerSettings, batcher: Batcher
@@ -51,6 +53,7 @@ class ExecutorWorker(Serving):
             "batch_cap": s.cap,
             "first_batch": s.first_batch,
             "busy": round(s.busy, 3),
+            "idle_waiting": round(s.idle_waiting, 3),
         }
 
     async def run(
@@ -84,6 +87,7 @@ class ExecutorWorker(Serving):
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
+        count = 1  # items this message brought (inflight counts items)
         try:
             headers = msg.headers or {}
             request_id = headers.get(protocol.REQUEST_ID) or ""
@@ -97,24 +101,48 @@ class ExecutorWorker(Serving):
                 ) as span,
             ):
                 try:
-                    item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
-                    value = await self.batcher.submit(item)
-                    reply = answer.ok(value, "msgpack", traceparent=span.traceparent)
-                    self.figures.invoked(time.perf_counter() - started)
+                    if batch_wire.is_batch(headers):
+                        items = batch_wire.decode_request(msg.data, headers)
+                        count = len(items)
+                        self._inflight += count - 1
+                        span.set_attribute("shoal.items", count)
+                        reply = await self._run_items(items, started, span.traceparent)
+                    else:
+                        item, _ = codec.decode(msg.data, headers.get(protocol.CONTENT_TYPE))
+                        value = await self.batcher.submit(item)
+                        reply = answer.ok(value, "msgpack", traceparent=span.traceparent)
+                        self.figures.invoked(time.perf_counter() - started)
                 except ShoalError as e:
                     span.record_error(e, e.message)
                     keep = self.settings.error_tracebacks
                     err = without_traceback(e, keep)
                     reply = answer.error(err, "msgpack", traceparent=span.traceparent)
+                    if batch_wire.is_batch(headers):  # read by an executor that reads batches
+                        reply.headers[protocol.ITEMS] = batch_wire.VERSION
                     self.figures.invoked(time.perf_counter() - started, e)
             if msg.reply:  # an item's answer goes to one handler: no request id of its own
                 await self.nc.publish(msg.reply, reply.body, headers=reply.headers)
-            self.served += 1
+            self.served += count
         except Exception:
             log.exception("executor item failed")
         finally:
-            self._inflight -= 1
+            self._inflight -= count
             if not self._inflight:
                 self._idle_since = time.monotonic()
                 self._drained.set()
                 self._drained = anyio.Event()
+
+    async def _run_items(
+        self, items: list[Any], started: float, traceparent: str | None
+    ) -> answer.Answer:
+        """A batch message's items through the batcher, one answer with all their outcomes."""
+        outcomes = await self.batcher.submit_many(items)
+        elapsed = time.perf_counter() - started
+        keep = self.settings.error_tracebacks
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, ShoalError):
+                outcomes[i] = without_traceback(outcome, keep)
+                self.figures.invoked(elapsed, outcome)
+            else:
+                self.figures.invoked(elapsed)
+        return batch_wire.answer_items(outcomes, self.nc.max_payload, traceparent)

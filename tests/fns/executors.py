@@ -38,3 +38,12 @@ async def doublemany(event, doubler: Executor[dict, dict] = uses(Doubler)):
     """All of ``event["ns"]`` through the executor at once, answered in their order."""
     results = await doubler.map({"n": n, "poison": n < 0} for n in event["ns"])
     return [r["value"] for r in results]
+
+
+@function(name="doubleall")
+async def doubleall(event, doubler: Executor[dict, dict] = uses(Doubler)):
+    """Like doublemany, each failed item's error in its place instead of failing the call."""
+    outcomes = await doubler.map(
+        ({"n": n, "poison": n < 0} for n in event["ns"]), return_errors=True
+    )
+    return [o["value"] if isinstance(o, dict) else {"error": str(o)} for o in outcomes]

@@ -164,35 +164,41 @@ def minilm(request) -> E.MiniLM:
 
 
 def test_tokenizes_and_truncates_as_sentence_transformers(st_model):
-    items = E.tokenize(SENTENCES)
+    ids, mask = E.tokenize(SENTENCES)
     expected = st_model.tokenize(SENTENCES)
-    for i, item in enumerate(items):
+    assert ids.dtype == mask.dtype == np.int64
+    assert ids.shape == mask.shape == (len(SENTENCES), 256)  # the long text, cut at 256
+    for i in range(len(SENTENCES)):
         n = int(expected["attention_mask"][i].sum())
-        assert item["input_ids"].dtype == np.int64
-        assert item["input_ids"].tolist() == expected["input_ids"][i][:n].tolist()
-        assert item["attention_mask"].tolist() == [1] * n
-    assert len(items[-1]["input_ids"]) == 256  # the long text, cut at max_seq_length
+        assert ids[i, :n].tolist() == expected["input_ids"][i][:n].tolist()
+        assert mask[i].tolist() == [1] * n + [0] * (256 - n)  # padded to the longest
+        assert not ids[i, n:].any()
 
 
 def test_batch_matches_sentence_transformers(minilm, reference):
-    results = [wire(r) for r in minilm(wire(E.tokenize(SENTENCES)))]
-    got = np.stack(results)
-    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    results = [wire(r) for r in minilm(wire(SENTENCES))]
+    got = np.array(results)
+    assert got.shape == (len(SENTENCES), 384)
+    assert all(isinstance(x, float) for x in results[0])  # plain floats: no numpy needed
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
     assert cosines(got, reference).min() >= 0.9999
 
 
 def test_padding_does_not_change_a_text(minilm):
     """A short text alone and padded in a batch with the longest one: the same vector."""
-    items = E.tokenize([SENTENCES[0], SENTENCES[-1]])
-    alone = minilm(items[:1])[0]
-    batched = minilm(items)[0]
+    alone = minilm([SENTENCES[0]])[0]
+    batched = minilm([SENTENCES[0], SENTENCES[-1]])[0]
     assert cosines(alone, batched) >= 0.99999
 
 
 def test_engines_agree(onnx_minilm, torch_minilm):
-    items = E.tokenize(SENTENCES)
-    assert cosines(np.stack(onnx_minilm(items)), np.stack(torch_minilm(items))).min() >= 0.9999
+    got = cosines(np.array(onnx_minilm(SENTENCES)), np.array(torch_minilm(SENTENCES)))
+    assert got.min() >= 0.9999
+
+
+def test_an_item_that_is_not_a_text_is_refused(onnx_minilm):
+    with pytest.raises(InvalidPayload, match="minilm embeds texts"):
+        onnx_minilm(["a", {"input_ids": [101, 102]}])
 
 
 # -- the ONNX export and its cache --------------------------------------------------------------
@@ -211,8 +217,8 @@ def test_onnx_export_is_cached(onnx_minilm, exports, cache_dir):
 
     second = make("onnxruntime")  # another executor worker, same cache
     assert len(exports) == 1
-    items = E.tokenize(SENTENCES[:3])
-    assert cosines(np.stack(second(items)), np.stack(onnx_minilm(items))).min() >= 0.99999
+    texts = SENTENCES[:3]
+    assert cosines(np.array(second(texts)), np.array(onnx_minilm(texts))).min() >= 0.99999
 
 
 def test_damaged_cache_file_is_exported_again(onnx_minilm, exports, tmp_path, monkeypatch):
@@ -229,7 +235,7 @@ def test_damaged_cache_file_is_exported_again(onnx_minilm, exports, tmp_path, mo
     monkeypatch.setattr(E, "export_onnx", export)
     forward, device = E.onnxruntime_engine(E.model_dir(), "cpu", tmp_path)
     assert again == [damaged] and device == "cpu"
-    ids, mask = E.pad_batch(E.tokenize(SENTENCES[:2]))
+    ids, mask = E.tokenize(SENTENCES[:2])
     assert forward(ids, mask).shape == (*ids.shape, 384)
 
 
@@ -250,12 +256,12 @@ def test_cached_onnx_setup_imports_no_torch(onnx_minilm, cache_dir):
 
 
 def test_handler_imports_no_model_runtime():
+    """Nor numpy, nor the tokenizer: the handler's module and its request parsing."""
     code = (
         "import sys\n"
         "import functions.embed as E\n"
-        "items = E.tokenize(E.parse_request({'texts': ['a', 'b c']})[0])\n"
-        "assert [len(i['input_ids']) for i in items] == [3, 4]\n"
-        f"print([n for n in {HEAVY!r} if n in sys.modules])"
+        "assert E.parse_request({'texts': ['a', 'b c']}) == (['a', 'b c'], False)\n"
+        f"print([n for n in {(*HEAVY, 'numpy', 'tokenizers')!r} if n in sys.modules])"
     )
     assert run_in_subprocess(code) == "[]"
 
@@ -309,7 +315,7 @@ def test_handler_rejects_bad_requests(event, message):
 
 def test_declarations():
     handler, model = definition_of(E.embed).spec, definition_of(E.MiniLM).spec
-    assert handler.uses == ("minilm",)
+    assert handler.uses == ("minilm",) and handler.concurrency == 32
     assert (model.kind, model.engine, model.max_batch) == ("executor", E.ENGINE, 32)
 
 
