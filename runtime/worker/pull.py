@@ -44,7 +44,10 @@ class Slots:
         return self.total - self._sem.value
 
     async def acquire(self) -> None:
-        await self._sem.acquire()
+        try:
+            self._sem.acquire_nowait()  # a free slot is taken without a pass of the loop
+        except anyio.WouldBlock:
+            await self._sem.acquire()
 
     def release(self) -> None:
         self._sem.release()
