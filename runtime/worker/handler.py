@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from runtime.context import Context
 from runtime.errors import Cancelled, FunctionTimeout, PayloadTooLarge, ShoalError
@@ -204,12 +205,15 @@ class Worker(Serving):
                 f"{self.spec.name} {'process' if durable else 'call'}",
                 parent=tracing.extract(headers),
                 kind=tracing.CONSUMER if durable else tracing.SERVER,
+                # Attributes are for recorded spans only: none built when none are.
                 attributes={
                     "shoal.function": self.spec.name,
                     "shoal.request_id": request_id,
                     "shoal.attempt": attempt,
                     "shoal.worker": self.settings.worker_id,
-                },
+                }
+                if tracing.enabled()
+                else None,
             ) as span,
         ):
             result, reply, error = await self._run(msg, headers, request_id, attempt, durable)
@@ -262,6 +266,9 @@ class Worker(Serving):
         except Exception as e:
             rid = reply.headers.get(protocol.REQUEST_ID)
             log.warning("answer to %r for %s not sent: %r", subject, rid, e)
+        # nats-py writes what was published once this task yields: yield now, so the answer
+        # leaves before the result is encoded and stored, not after.
+        await anyio.lowlevel.checkpoint()
 
     async def _dead_letter(self, **letter: Any) -> None:
         # Best effort: the answer and the stored result matter more than the copy kept here.
