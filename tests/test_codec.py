@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -9,7 +11,8 @@ from hypothesis import strategies as st
 
 from runtime import InvalidPayload, ResultNotSerializable
 from runtime.errors import FunctionTimeout, ShoalError
-from runtime.wire.codec import decode, encode
+from runtime.wire.codec import decode, encode, unpack
+from runtime.wire.results import Result, make_result
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
@@ -62,3 +65,17 @@ def test_errors_round_trip_by_code() -> None:
     back = ShoalError.from_wire(wire)
     assert isinstance(back, FunctionTimeout) and back.request_id == "r1"
     assert wire["type"] == "FunctionTimeout" and wire["code"] == "timeout"
+
+
+@given(json_values, st.booleans())
+def test_a_stored_result_is_its_every_field(value: object, ok: bool) -> None:
+    # The record names each field of Result (one added there must reach it too).
+    result = make_result("r1", "echo", ok, value, "msgpack")
+    assert unpack(result.to_bytes()) == dataclasses.asdict(result)
+    assert Result.from_bytes(result.to_bytes()) == result
+
+
+def test_a_stored_result_msgpack_cannot_carry_is_its_typed_error() -> None:
+    back = Result.from_bytes(make_result("r2", "echo", True, {"x": object()}, "json").to_bytes())
+    assert not back.ok and back.request_id == "r2"
+    assert isinstance(back.error, ResultNotSerializable) and back.error.request_id == "r2"

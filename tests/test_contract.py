@@ -69,6 +69,10 @@ async def test_durable_event_answers_on_reply_subject_and_by_id(cluster: Cluster
     assert reply.headers and reply.headers[protocol.REQUEST_ID] == "order-42"
 
     # Third path: look the result up by the id the caller chose, raw KV and Python client.
+    # The answer leaves before the result is stored (the event is acknowledged after):
+    # wait for it to be stored, then read it every way.
+    waited = await Client(nc).wait_result("order-42", timeout=30)
+    assert waited.unwrap() == {"order": 42}
     bucket = await kv(nc.jetstream(), protocol.RESULTS_BUCKET)
     stored = msgpack.unpackb((await bucket.get("order-42")).value)
     assert stored["ok"] is True and stored["value"] == {"order": 42}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyNotFoundError
@@ -33,11 +33,23 @@ class Result:
         """msgpack, numpy arrays included; a value msgpack cannot carry is stored as the
         typed error saying so, so that every request id still has its outcome."""
         try:
-            return codec.pack(asdict(self))
+            return codec.pack(self._fields())
         except ShoalError as e:
             e.request_id = self.request_id
             failed = replace(self, ok=False, value=e.to_wire())
-            return codec.pack(asdict(failed))
+            return codec.pack(failed._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        # What dataclasses.asdict gives, without its deep copy of the value: the value is
+        # only read, and a copy costs as much as the encoding itself.
+        return {
+            "request_id": self.request_id,
+            "function": self.function,
+            "ok": self.ok,
+            "value": self.value,
+            "encoding": self.encoding,
+            "finished_at": self.finished_at,
+        }
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Result:

@@ -6,13 +6,15 @@ subject. Built by :mod:`runtime.worker.assembly`, run by :mod:`runtime.worker.ma
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from runtime.context import Context
-from runtime.errors import Cancelled, PayloadTooLarge, ShoalError
+from runtime.errors import Cancelled, FunctionTimeout, PayloadTooLarge, ShoalError
 from runtime.wire import answer, codec, logstream, protocol, tracing
 from runtime.wire.connection import kv
 from runtime.wire.deadletter import dead_letter
@@ -24,7 +26,8 @@ from runtime.worker.serving import Serving, WorkerSettings, idle_for
 from runtime.worker.settle import DeadLetter, Nak, settle
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
+    from collections.abc import Awaitable, Callable
+
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from runtime.worker.invoker import Invoker
 
 log = logging.getLogger("shoal.worker")
+
+Job = tuple["Callable[[Msg], Awaitable[None]]", "Msg"]  # a message and what handles it
 
 HEADROOM = 4096  # bytes kept for headers and the result envelope within NATS's max payload
 RUNNING_LISTED = 64  # request ids running now, in each heartbeat (``shoal result`` reads them)
@@ -45,11 +50,13 @@ class Worker(Serving):
         self.invoker = invoker
         self.slots = Slots(self.spec.concurrency)
         self._inflight_events: dict[str, tuple[Msg, float]] = {}  # by ack subject
-        self._tg: TaskGroup | None = None
+        # Calls and events wait here for one of `concurrency` long-lived tasks (no task is
+        # started per message); `_jobs` counts those waiting or running.
+        self._queue, self._take = anyio.create_memory_object_stream[Job](math.inf)
+        self._jobs = 0
         self._results: ResultStore | None = None
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
         self._running: dict[str, anyio.CancelScope] = {}
-        self._calls = 0  # requests taken from the call subject and not yet answered
         self.partitions: Partitions | None = None  # set for a partitioned model
 
     def load(self) -> dict[str, Any]:
@@ -74,7 +81,8 @@ class Worker(Serving):
         self._results = ResultStore(self.nc, await kv(self.nc.jetstream(), protocol.RESULTS_BUCKET))
         name = self.spec.name
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            for _ in range(self.slots.total):
+                tg.start_soon(self._serve_jobs)
             puller = Puller(self.nc, self.spec.stream, protocol.CONSUMER, self.slots, self._deliver)
             call_sub = await self.nc.subscribe(
                 protocol.call_subject(name), queue=protocol.queue_group(name), cb=self._on_call
@@ -108,9 +116,11 @@ class Worker(Serving):
             # Whatever is still running after the grace period is redelivered elsewhere.
             with anyio.move_on_after(self.spec.timeout + 5):
                 await pulled_out.wait()  # its last pull requests may still bring events
-                while self.slots.busy or self._calls:
+                while self._jobs:
                     await self._wait_release()
             tg.cancel_scope.cancel()
+        self._queue.close()
+        self._take.close()
         await self.withdraw()
 
     async def _wait_release(self) -> None:
@@ -126,6 +136,28 @@ class Worker(Serving):
             await released.wait()
         finally:
             self.slots.on_release = previous
+
+    def _submit(self, handle: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
+        try:
+            self._queue.send_nowait((handle, msg))
+        except anyio.ClosedResourceError:  # the worker has stopped: an event is redelivered
+            log.warning("%s arrived after the worker stopped; not handled", msg.subject)
+            return
+        self._jobs += 1
+
+    async def _serve_jobs(self) -> None:
+        """One of the worker's `concurrency` tasks: takes calls and events in turn, each
+        in a slot."""
+        async for handle, msg in self._take:
+            try:
+                await self.slots.acquire()  # free at once: one slot per task
+                try:
+                    await handle(msg)
+                finally:
+                    self._jobs -= 1  # before the release, which wakes a draining worker
+                    self.slots.release()
+            except Exception:
+                log.exception("handling a message on %s failed", msg.subject)
 
     async def _extend_acks(self) -> None:
         # Long invocations keep their events: tell JetStream they are in progress well
@@ -156,13 +188,10 @@ class Worker(Serving):
             scope.cancel()
 
     async def _on_call(self, msg: Msg) -> None:
-        assert self._tg is not None
-        self._calls += 1
-        self._tg.start_soon(self._handle_call, msg)
+        self._submit(self._handle_call, msg)
 
     def _deliver(self, msg: Msg) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(self._handle_event, msg)
+        self._submit(self._handle_event, msg)
 
     async def _execute(
         self, msg: Msg, request_id: str, attempt: int, durable: bool
@@ -176,12 +205,15 @@ class Worker(Serving):
                 f"{self.spec.name} {'process' if durable else 'call'}",
                 parent=tracing.extract(headers),
                 kind=tracing.CONSUMER if durable else tracing.SERVER,
+                # Attributes are for recorded spans only: none built when none are.
                 attributes={
                     "shoal.function": self.spec.name,
                     "shoal.request_id": request_id,
                     "shoal.attempt": attempt,
                     "shoal.worker": self.settings.worker_id,
-                },
+                }
+                if tracing.enabled()
+                else None,
             ) as span,
         ):
             result, reply, error = await self._run(msg, headers, request_id, attempt, durable)
@@ -199,16 +231,17 @@ class Worker(Serving):
         try:
             event, enc = codec.decode(msg.data, content_type)
             ctx = Context(request_id, self.spec.name, msg.subject, headers, attempt, durable)
-            with anyio.CancelScope() as scope:
-                if key in self._cancelled:
-                    scope.cancel()
-                self._running[key] = scope
-                try:
-                    value = await self.invoker.invoke(event, ctx)
-                finally:
-                    self._running.pop(key, None)
-            if scope.cancelled_caught:
+            if key in self._cancelled:
                 raise Cancelled(f"{request_id} was cancelled", request_id=request_id)
+            scope = self._running[key] = anyio.CancelScope()  # a cancellation cancels it
+            try:
+                value = await self.invoker.invoke(event, ctx, scope)
+            except FunctionTimeout:
+                if key in self._cancelled:  # cancelled as its time ran out: cancelled
+                    raise Cancelled(f"{request_id} was cancelled", request_id=request_id) from None
+                raise
+            finally:
+                self._running.pop(key, None)
             reply = answer.ok(value, enc, request_id, tracing.current_traceparent())
             if len(reply.body) + HEADROOM > self.nc.max_payload:
                 raise PayloadTooLarge(
@@ -244,11 +277,6 @@ class Worker(Serving):
 
     async def _handle_call(self, msg: Msg) -> None:
         try:
-            await self.slots.acquire()
-        except BaseException:
-            self._calls -= 1  # cancelled while waiting for a slot: the worker is going away
-            raise
-        try:
             # Never redelivered: without an id of its own, a call gets a fresh one.
             request_id = answer.request_id(msg.headers)
             result, reply, _ = await self._execute(msg, request_id, 1, durable=False)
@@ -259,12 +287,8 @@ class Worker(Serving):
             self.served += 1
         except Exception:
             log.exception("request on %s failed", msg.subject)
-        finally:
-            self._calls -= 1  # before the release, which wakes a draining worker
-            self.slots.release()
 
     async def _handle_event(self, msg: Msg) -> None:
-        await self.slots.acquire()
         self._inflight_events[msg.reply] = (msg, time.monotonic())
         try:
             meta = msg.metadata
@@ -310,6 +334,10 @@ class Worker(Serving):
                 )
             if reply_to:
                 await self._reply(reply_to, reply)
+                # nats-py writes what was published once this task yields: yield now, so the
+                # answer leaves before the result is encoded and stored. (A call stores its
+                # result without waiting: there, one write for both measured faster.)
+                await anyio.lowlevel.checkpoint()
             await self._results.put(result)  # stored before the ack: at-least-once
             await msg.ack()
             self.served += 1
@@ -318,4 +346,3 @@ class Worker(Serving):
             log.warning("event on %s left for redelivery: %r", msg.subject, e)
         finally:
             self._inflight_events.pop(msg.reply, None)
-            self.slots.release()

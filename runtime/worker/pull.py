@@ -2,7 +2,9 @@
 
 nats-py's ``fetch`` waits for a whole batch or the timeout; a worker wants each event the moment
 it is stored, and never more events than it can run. So this keeps pull requests outstanding
-for precisely the free slots and re-issues them as slots free up or requests expire.
+for at most the free slots and re-issues them as slots free up or requests expire: at once
+when none is outstanding, else once half the slots are unrequested (one pull request per
+few events, not per event).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class Slots:
         return self.total - self._sem.value
 
     async def acquire(self) -> None:
-        await self._sem.acquire()
+        try:
+            self._sem.acquire_nowait()  # a free slot is taken without a pass of the loop
+        except anyio.WouldBlock:
+            await self._sem.acquire()
 
     def release(self) -> None:
         self._sem.release()
@@ -74,6 +79,7 @@ class Puller:
         self._expires = expires
         self._heartbeat = heartbeat
         self._outstanding = 0
+        self._top_up = max(1, slots.total // 2)
         self._last_seen = time.monotonic()
         self._changed = anyio.Event()
         self._stopping = False
@@ -90,20 +96,10 @@ class Puller:
             "idle_heartbeat": int(self._heartbeat * 1e9),
         }
         try:
-            while not self._stopping:
-                want = self._slots.free - self._outstanding
-                if want > 0:
-                    request["batch"] = want
-                    await self._nc.publish(self._subject, json.dumps(request).encode(), inbox)
-                    self._outstanding += want
-                    self._last_seen = time.monotonic()
-                with anyio.move_on_after(self._heartbeat * 3):
-                    await self._changed.wait()
-                self._changed = anyio.Event()
-                if time.monotonic() - self._last_seen > self._expires + self._heartbeat * 3:
-                    # Neither events nor heartbeats: the requests died with a connection or a
-                    # server restart. Ask again rather than wait forever.
-                    self._outstanding = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._tick)
+                await self._pull(inbox, request)
+                tg.cancel_scope.cancel()
             # Draining: requests already on the server may still deliver until they expire.
             # Those events are served here as usual. Handing them back (nak) would bounce
             # them between draining workers and burn their deliveries (max_deliver).
@@ -114,6 +110,29 @@ class Puller:
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
+
+    async def _pull(self, inbox: str, request: dict[str, int]) -> None:
+        while not self._stopping:
+            want = self._slots.free - self._outstanding
+            # With requests still outstanding, the next event goes to one of them: ask for
+            # more once half the slots are unrequested, not one request per event.
+            if want > 0 and (self._outstanding == 0 or want >= self._top_up):
+                request["batch"] = want
+                await self._nc.publish(self._subject, json.dumps(request).encode(), inbox)
+                self._outstanding += want
+                self._last_seen = time.monotonic()
+            await self._changed.wait()  # a slot freed, an event or status came, or a tick
+            self._changed = anyio.Event()
+            if time.monotonic() - self._last_seen > self._expires + self._heartbeat * 3:
+                # Neither events nor heartbeats: the requests died with a connection or a
+                # server restart. Ask again rather than wait forever.
+                self._outstanding = 0
+
+    async def _tick(self) -> None:
+        # Silence is noticed even when nothing wakes the loop (no timeout per wait).
+        while True:
+            await anyio.sleep(self._heartbeat * 3)
+            self._wake()
 
     def stop(self) -> None:
         self._stopping = True
