@@ -27,7 +27,7 @@ from runtime.launch import LaunchEnv, preload_for
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
 from runtime.wire import logstream, protocol, replicas
-from runtime.wire.connection import kv
+from runtime.wire.connection import kv, passed_on
 
 from .adaptive import KeepAlive
 from .cold import ColdPath
@@ -513,7 +513,7 @@ class Controller:
         self._starting[wid] = _Starting(spec.name, time.monotonic())
         self._mine.add(wid)
         self._needs[wid] = need
-        url = self.nc.connected_url.geturl() if self.nc.connected_url else config.nats_url()
+        url = passed_on(self.nc, config.nats_url())
         env = {
             **LaunchEnv(nats_url=url, controller_id=self.id, host=self.settings.host).to_env(),
             **self.settings.worker_env,

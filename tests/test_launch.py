@@ -4,9 +4,11 @@ what the worker reads back."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
@@ -18,7 +20,11 @@ from controller.launcher import LaunchRequest
 from runtime import config
 from runtime.config import ConfigError
 from runtime.launch import CREDENTIALS, STORAGE, LaunchEnv
+from runtime.wire.connection import connect, passed_on, servers
 from runtime.worker.serving import WorkerSettings
+
+if TYPE_CHECKING:
+    from controller import EmbeddedNats
 
 REPO = Path(__file__).parent.parent
 
@@ -160,3 +166,19 @@ def test_a_worker_with_an_unusable_launch_setting_says_so_in_one_line() -> None:
     assert done.stderr.splitlines() == [
         "shoal worker: error: SHOAL_HEARTBEAT='often' is not a number of seconds above 0"
     ]
+
+
+@pytest.mark.anyio
+async def test_workers_are_given_every_configured_server_the_one_reached_first(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A controller configured with several servers passes them all on to its workers (the
+    one it reached first), so a worker starts even while one of them is down."""
+    with socket.socket() as s:  # a port nothing listens on: a server that is down
+        s.bind(("127.0.0.1", 0))
+        down = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    nc = await connect(f"{down},{nats_server.url}", name="several")
+    try:
+        assert servers(passed_on(nc, "unused")) == [nats_server.url, down]
+    finally:
+        await nc.close()

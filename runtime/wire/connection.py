@@ -120,6 +120,17 @@ def servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+def passed_on(nc: NATS, fallback: str) -> str:
+    """The server URLs to give a process this connection's owner starts (its workers): the
+    server it is connected to first, then every other server it was configured with, so a
+    worker can start while one of them is down (it learns the rest of a cluster from the
+    server it reaches). ``fallback`` when the connection knows none."""
+    discovered = {uri.geturl() for uri in nc.discovered_servers}
+    first = [nc.connected_url.geturl()] if nc.connected_url else []
+    urls = [*first, *(u.geturl() for u in nc.servers if u.geturl() not in discovered)]
+    return ",".join(dict.fromkeys(urls)) or fallback
+
+
 def redact(url: str) -> str:
     """``url`` (one or several, comma-separated) with any password replaced by ``***``."""
     if "," in url:
