@@ -129,6 +129,28 @@ async def wait_hosts(nc: NATS, hosts: set[str]) -> dict[str, dict[str, Any]]:
     return seen["controllers"]
 
 
+async def wait_controllers(nc: NATS, predicate: Any) -> dict[str, dict[str, Any]]:
+    """Follow the controllers' heartbeats until ``predicate(heartbeats)`` holds; them then."""
+    seen: dict[str, dict[str, Any]] = {}
+    done = anyio.Event()
+
+    def apply(change: Change) -> None:
+        if change.deleted:
+            seen.pop(change.key, None)
+        else:
+            seen[change.key] = msgpack.unpackb(change.value, raw=False)
+        if predicate(seen):
+            done.set()
+
+    follower = Follower(await kv(nc.jetstream(), protocol.CONTROLLERS_BUCKET), apply)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.run)
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return dict(seen)
+
+
 def by_controller(workers: dict[str, dict[str, Any]], version: str | None = None) -> Counter[str]:
     return Counter(
         str(w["controller"])
@@ -161,8 +183,10 @@ async def test_workers_spread_and_a_gpu_executor_goes_only_to_the_gpu_host(
         assert result == {"cuda": "0"}
         probes = await wait_workers(nc, "gpuprobe", lambda e: bool(by_controller(e)))
         assert set(by_controller(probes)) == {"ctl-b"}
-        controllers = await entries(nc, protocol.CONTROLLERS_BUCKET)
-        assert controllers["ctl-b"]["usage"]["gpus"] == 1
+        # Its controller's next heartbeat counts the GPU it holds (none elsewhere).
+        controllers = await wait_controllers(
+            nc, lambda c: c.get("ctl-b", {}).get("usage", {}).get("gpus") == 1
+        )
         assert all(controllers[c]["usage"]["gpus"] == 0 for c in ("ctl-a", "ctl-c"))
         # A second worker of it would need a second GPU: the plan says it fits nowhere.
         placement = (await entries(nc, protocol.PLACEMENT_BUCKET))["plan"]

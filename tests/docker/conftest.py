@@ -163,8 +163,9 @@ async def docker_cluster(
 def controller_id(docker_client: Any) -> Iterator[str]:
     cid = "test-" + uuid.uuid4().hex[:8]
     yield cid
+    # sparse: no inspection of each, which fails for a container removed meanwhile.
     for c in docker_client.containers.list(
-        all=True, filters={"label": f"{LABEL_CONTROLLER}={cid}"}
+        all=True, sparse=True, filters={"label": f"{LABEL_CONTROLLER}={cid}"}
     ):
         try:
             c.remove(force=True)

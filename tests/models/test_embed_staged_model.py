@@ -101,7 +101,7 @@ def reference() -> np.ndarray:
     """embed's single-model vectors for SENTENCES: its torch engine and its pooling."""
     forward, device = E.torch_engine(E.model_dir(), "cpu")
     assert device == "cpu"
-    ids, mask = E.pad_batch(E.tokenize(SENTENCES))
+    ids, mask = E.tokenize(SENTENCES)
     return E.mean_pool_normalise(forward(ids, mask), mask)
 
 
@@ -121,7 +121,7 @@ def stages_of(pipelines: dict[int, list], count: int) -> list:
 
 def test_tokenizes_as_embed():
     ids, mask = S.tokenize(SENTENCES)
-    expected_ids, expected_mask = E.pad_batch(E.tokenize(SENTENCES))
+    expected_ids, expected_mask = E.tokenize(SENTENCES)
     assert ids.dtype == mask.dtype == np.int64
     assert ids.tolist() == expected_ids.tolist() and mask.tolist() == expected_mask.tolist()
     assert ids.shape[1] == 256  # the long text, cut at max_seq_length

@@ -173,7 +173,7 @@ def test_wheel_and_sdist_contents(dist: Dist) -> None:
     assert meta["Version"] == VERSION
     base = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
     names_of_base = sorted(r.split("[")[0].split(">")[0].split("<")[0].strip() for r in base)
-    assert names_of_base == ["anyio", "minio", "msgpack", "nats-py"], base
+    assert names_of_base == ["anyio", "minio", "msgpack", "nats-py", "uvloop"], base
     assert set(meta.get_all("Provides-Extra") or []) >= {"local", "models", "containers", "test"}
     with tarfile.open(dist.sdist) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
