@@ -41,6 +41,7 @@ from runtime import Client
 from runtime.wire.connection import connect
 from runtime.wire.spec import FunctionSpec
 from tests.conftest import controller_settings, workers_of
+from tests.test_adaptive import _served_by as served_by
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -417,13 +418,3 @@ async def test_an_executor_is_ready_with_its_handler_before_each_beat(
 
 def ready_of(entries: dict[str, dict[str, Any]], spec: FunctionSpec) -> list[dict[str, Any]]:
     return [w for w in entries.values() if w["state"] == "ready" and w["version"] == spec.version]
-
-
-def served_by(before: list[dict[str, Any]], pid: int) -> str:
-    """How an event was served: by the one worker ready when it was published, fresh from a
-    pre-warm ("prewarmed": it had served nothing), or one kept since the last ("kept"); by
-    a worker started for it ("cold")."""
-    by = [w for w in before if w["pid"] == pid]
-    if not by:
-        return "cold"
-    return "prewarmed" if by[0]["served"] == 0 and len(before) == 1 else "kept"
