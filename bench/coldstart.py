@@ -2,9 +2,11 @@
 
 A round starts a controller with a fresh process launcher (the template process on or off,
 the engine templates for executors on or off, other switches as environment variables its
-workers inherit), deploys, waits until the launcher's templates are ready (the plain one and
-those of the executors deployed: a long-running controller's have long finished importing), then
-times one call from zero workers to its answer, and reads the phases each new worker reports
+workers inherit), deploys with a fixed keep-alive window (the learnt policy would rightly
+pre-warm a function called every few seconds, and the round would time a warm call), waits until
+the launcher's templates are ready (the plain one and those of the executors deployed: a
+long-running controller's have long finished importing) and no worker of the functions is
+registered, then times one call from zero workers to its answer, and reads the phases each new worker reports
 in its heartbeat's ``startup`` (spawn, connect, load, setup). Leaving the round stops its
 workers, so the next one starts from zero again.
 """
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
 PHASES = ("spawn", "connect", "load", "setup")
+FIXED_WINDOW_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,11 @@ async def one_round(
             async with anyio.create_task_group() as tg:
                 settings = ControllerSettings.from_env(tick=0.1)
                 await tg.start(Controller(nc, launcher, settings).run)
-                for spec in await deploy_file(nc, path):
+                fixed = {name: {"idle_timeout": FIXED_WINDOW_S} for name in functions}
+                for spec in await deploy_file(nc, path, overrides=fixed):
                     await launcher.ready(preload_for(spec.kind, spec.engine))
+                for name in functions:  # from zero: nothing pre-warmed, nothing left over
+                    await wait_workers(nc, name, lambda entries: not entries, timeout=60)
                 t = time.perf_counter()
                 await call()
                 cold = time.perf_counter() - t

@@ -77,6 +77,32 @@ def test_the_optimized_graph_is_saved_once_then_loaded(ort, tmp_path) -> None:
     np.testing.assert_allclose(run(second), plain, rtol=1e-6)
 
 
+def test_the_saved_weights_are_pre_packed(ort, tmp_path) -> None:
+    """The entry's graph names pre-packed copies of its matrix weights in the weights file, so
+    a session loading it does not pack them again."""
+    onnx = pytest.importorskip("onnx")
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    cache = ModelCache(tmp_path / "cache")
+    onnx_session(model, cache=cache)
+    (entry,) = entries(cache, ".optimized")
+    graph = onnx.load(str(entry / "model.onnx"), load_external_data=False)
+    keys = {e.key for t in graph.graph.initializer for e in t.external_data}
+    assert any(k.startswith("prepacked") for k in keys), keys
+
+
+def test_another_cpu_never_loads_an_entry(ort, tmp_path, monkeypatch) -> None:
+    """Pre-packed layouts follow the instruction sets: the CPU's features are in the key."""
+    from runtime import models
+
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    cache = ModelCache(tmp_path / "cache")
+    onnx_session(model, cache=cache)
+    (mine,) = entries(cache, ".optimized")
+    monkeypatch.setattr(models, "cpu_features", lambda: "another cpu")
+    assert onnx_session(model, cache=cache)._model_path == str(model)  # prepared anew
+    assert mine not in entries(cache, ".optimized")
+
+
 @pytest.mark.parametrize("damage", ["garbage", "cut short", "empty", "weights missing"])
 def test_a_damaged_entry_is_optimized_again(ort, tmp_path, damage) -> None:
     model = tiny_onnx(tmp_path / "tiny.onnx")
