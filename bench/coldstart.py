@@ -1,15 +1,14 @@
 """Zero workers to first answer, in rounds: each switch setting in turn, interleaved, medians.
 
-A round starts a controller with a fresh process launcher (the template process on or off,
-the engine templates for executors on or off, other switches as environment variables its
-workers inherit), deploys with a fixed keep-alive window (the learnt policy would rightly
-pre-warm a function called every few seconds, and the round would time a warm call), waits until
-the launcher's templates are ready (the plain one and those of the executors deployed: a
-long-running controller's have long finished importing) and no worker of the functions is
-registered, then times one call from zero workers to its answer, and reads the phases each new worker reports
-in its heartbeat's ``startup`` (spawn, connect, load, setup). Leaving the round stops its
-workers, so the next one starts from zero again.
-"""
+A round starts a controller with a fresh process launcher (the template process on or off, the
+engine templates for executors on or off, other switches as environment variables its workers
+inherit), deploys with a fixed keep-alive window (the learnt policy would rightly pre-warm a
+function called every few seconds, and the round would time a warm call), waits until the
+launcher's templates are ready (the plain one and those of the executors deployed: a long-
+running controller's have long finished importing) and no worker of the functions is registered,
+then times one call from zero workers to its answer, and reads the phases each new worker
+reports in its heartbeat's ``startup`` (spawn, connect, load, setup). Leaving the round stops
+its workers, so the next one starts from zero again."""
 
 from __future__ import annotations
 

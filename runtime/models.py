@@ -1,9 +1,9 @@
 """Models prepared once and loaded fast: a local cache for executors' engines.
 
-Most of an executor's cold start is its engine preparing the model: onnxruntime parses the
-graph and optimizes it (fusing attention, layer norms, GELU...) at every session start; torch
-builds the module and copies its weights. :class:`ModelCache` does that once per model, engine
-version and machine and keeps the result in a local folder (``SHOAL_MODEL_CACHE``; off with
+Most of an executor's cold start is its engine preparing the model: onnxruntime parses the graph
+and optimizes it (fusing attention, layer norms, GELU...) at every session start; torch builds
+the module and copies its weights. :class:`ModelCache` does that once per model, engine version
+and machine and keeps the result in a local folder (``SHOAL_MODEL_CACHE``; off with
 ``SHOAL_MODEL_CACHE_ENABLED=0``):
 
 - :func:`onnx_session`: the first session saves its optimized graph (onnxruntime's
@@ -19,14 +19,13 @@ version and machine and keeps the result in a local folder (``SHOAL_MODEL_CACHE`
 - :func:`torch_module`: the first load saves the built module (``torch.save``); later loads
   memory-map its weights (``torch.load(mmap=True)``) instead of building and copying them.
 
-An entry's name carries a digest of the model files, the engine's version, the providers
-and the machine (its architecture and CPU features: pre-packed weights and some fused kernels
-suit only the instruction sets they were prepared on), so a changed model, an upgraded engine or
-another kind of host never loads a stale entry. An entry that cannot be loaded (a damaged file) is prepared again, not fatal.
-Entries are written to a temporary file and renamed into place, so workers starting together
-never load half a file. A worker's executor finds its cache in ``self.model_cache``, set by
-the runtime before ``setup()`` like ``self.device``.
-"""
+An entry's name carries a digest of the model files, the engine's version, the providers and the
+machine (its architecture and CPU features: pre-packed weights and some fused kernels suit only
+the instruction sets they were prepared on), so a changed model, an upgraded engine or another
+kind of host never loads a stale entry. An entry that cannot be loaded (a damaged file) is
+prepared again, not fatal. Entries are written to a temporary file and renamed into place, so
+workers starting together never load half a file. A worker's executor finds its cache in
+``self.model_cache``, set by the runtime before ``setup()`` like ``self.device``."""
 
 from __future__ import annotations
 
