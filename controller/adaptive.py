@@ -62,6 +62,7 @@ class _Track:
 
     last: float | None = None  # when its latest activity ended (monotonic); None: unknown
     quiet_from: float = float("-inf")  # activity seen before this continues the current one
+    demanding: bool = False  # the latest pass saw demand
     served: dict[str, int] = field(default_factory=dict)  # per worker, as last reported
     windows: Windows | None = None  # from the stored history; None until it is read
     idle: list[float] = field(default_factory=list)  # idle times not yet recorded
@@ -109,6 +110,7 @@ class KeepAlive:
     def launched(self, function: str, seconds: float) -> None:
         """A worker of ``function`` reported in ``seconds`` after it was launched."""
         self._tracks.setdefault(function, _Track()).lead.append(seconds)
+        log.debug("a worker of %s reported in %.2fs after its launch", function, seconds)
 
     def lead_s(self, function: str) -> float:
         t = self._tracks.get(function)
@@ -149,11 +151,27 @@ class KeepAlive:
         """
         t = self._tracks.setdefault(spec.name, _Track())
         self._clock = (now, self.unix_clock())
+        if not demand and t.demanding:
+            # The first pass that finds the demand gone: the work it was ended since the last
+            # pass that saw it, and heartbeats report it up to ``grace`` later. Timed from
+            # here, not from that last pass, so slow passes (a loaded controller) do not
+            # split one activity into two with a short idle time between.
+            t.quiet_from = now + self.grace
+            t.demanding = False
         latest = self._activity(t, now, demand, workers)
         if latest is not None:
-            quiet = t.last is not None and latest > t.quiet_from and latest - t.last > self.grace
+            # Demand seen by this pass and the one before is one activity, however far apart
+            # the passes were (a pass that launches a worker can take a while).
+            going_on = bool(demand) and t.demanding
+            quiet = (
+                t.last is not None
+                and not going_on
+                and latest > t.quiet_from
+                and latest - t.last > self.grace
+            )
             if quiet and t.last is not None:
                 t.idle.append(latest - t.last)  # a new activity after a quiet spell
+                log.debug("%s was idle %.2fs", spec.name, latest - t.last)
             if quiet or t.last is None:  # a new activity, or the first one seen here
                 t.active_at = self._unix(latest)
                 if demand and not ready:
@@ -161,6 +179,7 @@ class KeepAlive:
             t.last = latest if t.last is None else max(t.last, latest)
         if demand:
             t.quiet_from = now + self.grace
+            t.demanding = True
         if t.windows is None or t.idle or t.cold or t.active_at is not None:
             self._sync(spec, t)
         since = None if t.last is None else now - t.last
