@@ -385,3 +385,19 @@ async def test_shoal_deploy_takes_a_folder(nats_server: EmbeddedNats, tmp_path: 
     refused = await anyio.run_process([*cli, str(bad)], env=env, check=False)
     assert refused.returncode != 0
     assert "a.py failed: SyntaxError in a.py, line 1" in refused.stderr.decode()
+
+
+async def test_code_a_host_has_written_out_is_not_fetched_again(nc: NATS, tmp_path: Path) -> None:
+    """A worker finds the deployment's code in the host's code folder (written whole by an
+    earlier worker, under its digest) and imports it without fetching it from NATS."""
+    from runtime.worker.assembly import load_definition
+
+    source = "from runtime import function\n\n@function\ndef kept(event):\n    return event\n"
+    (spec,) = await deploy_file(nc, write(tmp_path, {"kept.py": source}) / "kept.py")
+    first = await load_definition(nc, "kept", tmp_path / "code")
+    assert (tmp_path / "code" / spec.code_sha / "kept.py").read_text() == source
+    await (await kv(nc.jetstream(), protocol.CODE_BUCKET)).purge(spec.code_sha)
+    again = await load_definition(nc, "kept", tmp_path / "code")  # from the folder
+    assert again.spec == first.spec == spec
+    with pytest.raises(DeployError, match="no deployed code"):  # another host: fetched
+        await load_definition(nc, "kept", tmp_path / "elsewhere")

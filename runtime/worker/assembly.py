@@ -46,11 +46,17 @@ async def deployed_spec(nc: NATS, name: str) -> FunctionSpec:
 
 
 async def load_definition(nc: NATS, function: str, code_dir: Path) -> Definition:
-    """Fetch a deployed function's spec and code from NATS and import it, privately."""
+    """Fetch a deployed function's spec and code from NATS and import it, privately.
+
+    Code another worker on this host has written out already (its folder is named by the
+    digest, checked when it was written, and renamed into place whole) is not fetched again.
+    """
     spec = await deployed_spec(nc, function)
-    blob = await get_code(nc.jetstream(), spec.code_sha)
-    bundle = Bundle.load(blob, spec.code_sha, spec.module)
-    root = await anyio.to_thread.run_sync(materialize, code_dir, bundle, spec.code_sha)
+    root = code_dir / spec.code_sha
+    if not root.is_dir():
+        blob = await get_code(nc.jetstream(), spec.code_sha)
+        bundle = Bundle.load(blob, spec.code_sha, spec.module)
+        root = await anyio.to_thread.run_sync(materialize, code_dir, bundle, spec.code_sha)
     module = import_module(root, spec.code_sha, spec.module, label=f"the code of {function}")
     d = definition_of(getattr(module, spec.attr, None))
     if d is None:
