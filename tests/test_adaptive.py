@@ -80,7 +80,8 @@ def test_demand_seen_by_passes_far_apart_is_one_activity() -> None:
     assert len(ka._tracks["f"].cold) == 1  # one cold start, not two
     ka.observe(SPEC, 101.0, demand=0, workers=served(1, 0.2, 101.0), ready=True)
     ka.observe(SPEC, 108.0, demand=1, workers=served(1, 7.2, 108.0), ready=True)
-    assert ka._tracks["f"].idle == pytest.approx([7.2])  # then quiet, then a new event: a new activity
+    # Then quiet, then a new event: a new activity.
+    assert ka._tracks["f"].idle == pytest.approx([7.2])
 
 
 def test_the_fixed_window_scales_with_the_bin_width() -> None:
