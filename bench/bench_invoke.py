@@ -12,8 +12,10 @@ on and off (SHOAL_WORKER_TEMPLATE), in interleaved rounds, medians and phases
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), FastStream's NATS subscriber and its JetStream pull subscriber, each in a process of
 its own (per-message logging off: ``NatsBroker(logger=None)``), and a Shoal controller that
-spawns echo workers as processes. All echo the same JSON event. Measures, in one run, with the
-same nats-py client:
+spawns echo workers as processes, at most ``--workers`` of them (default 1: one process, as
+each peer has; 0: as the controller scales it, which on a small machine can mean more workers
+than cores, each idle one slower to wake). All echo the same JSON event. Measures, in one run,
+with the same nats-py client:
   (a) raw request/reply,
   (b) FastStream's NATS subscriber, request/reply,
   (c) FastStream's JetStream pull subscriber (durable consumer, work-queue stream on file, as
@@ -311,7 +313,10 @@ async def measure(
         async with anyio.create_task_group() as tg:
             controller = Controller(nc, launcher, settings)
             await tg.start(controller.run)
-            await deploy_file(nc, ROOT / "functions" / "echo.py")
+            # --workers N caps echo at N workers (one, as each peer runs in one process);
+            # 0 leaves it to the controller's scaling, as deployed by default.
+            cap = {"echo": {"max_workers": args.workers}} if args.workers else None
+            await deploy_file(nc, ROOT / "functions" / "echo.py", overrides=cap)
             t = time.perf_counter()
             await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
             cold = time.perf_counter() - t
@@ -473,7 +478,10 @@ async def report(
 
     base_seq = statistics.median(rows[0][1])
     base_conc = statistics.median(rows[0][2])
-    print(f"\ncold start, zero workers to first answer of fn.echo.call: {cold * 1000:.0f} ms")
+    print(
+        f"\nfirst answer of fn.echo.call after deploy: {cold * 1000:.0f} ms (a cold start, unless"
+        " the keep-alive policy pre-warmed echo from its history in an earlier round)"
+    )
     print(f"echo workers at the end: {len(launcher.running())}\n")
     print(
         f"{'path':<54}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
@@ -509,6 +517,13 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=1, help="measurements per mode, alternating")
     p.add_argument(
         "--blocks", type=int, default=5, help="turns the paths take within a measurement"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="echo's worker processes at most (1: one process, as each peer); 0: as the "
+        "controller scales it (up to echo's max_workers)",
     )
     p.add_argument("--cold-rounds", type=int, default=7, help="cold starts per setting; 0: none")
     p.add_argument("--cold-only", action="store_true", help="only the cold starts")
