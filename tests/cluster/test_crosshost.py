@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgpack
 import pytest
 
 from controller import deploy_file
@@ -17,10 +18,12 @@ from runtime.wire.connection import kv
 from runtime.wire.kvwatch import Change, Follower
 from tests.cluster.hosts import cluster_connection
 from tests.conftest import FNS, wait_workers
-from tests.test_placement import entries, wait_hosts
+from tests.test_placement import wait_hosts
 from tests.test_radixnet import RADIXNET, local_model
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nats.aio.client import Client as NATS
 
     from tests.cluster.hosts import Hosts
@@ -52,6 +55,31 @@ async def wait_keys(nc: NATS, keys: set[str], timeout: float) -> None:
             tg.start_soon(Follower(bucket, on_change).run)
             await done.wait()
             tg.cancel_scope.cancel()
+
+
+async def wait_controllers(
+    nc: NATS, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float
+) -> dict[str, dict[str, Any]]:
+    """The ``shoal_controllers`` entries (controller id -> heartbeat) once ``predicate``
+    holds for them."""
+    bucket = await kv(nc.jetstream(), protocol.CONTROLLERS_BUCKET)
+    current: dict[str, dict[str, Any]] = {}
+    done = anyio.Event()
+
+    def on_change(change: Change) -> None:
+        if change.deleted:
+            current.pop(change.key, None)
+        else:
+            current[change.key] = msgpack.unpackb(change.value)
+        if not done.is_set() and predicate(current):
+            done.set()
+
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Follower(bucket, on_change).run)
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return dict(current)
 
 
 async def test_shards_on_two_hosts_and_a_gpu_executor_only_on_the_gpu_host(hosts: Hosts) -> None:
@@ -95,9 +123,14 @@ async def test_shards_on_two_hosts_and_a_gpu_executor_only_on_the_gpu_host(hosts
         gpu_host = hosts.hosts[GPU_HOST].node
         print(f"  gpuprobe workers by host: { {w['id']: w['host'] for w in probes.values()} }")
         assert {w["host"] for w in probes.values()} == {gpu_host}
-        controllers = await entries(nc, protocol.CONTROLLERS_BUCKET)
-        for host in hosts.hosts.values():
-            usage = controllers[host.node]["usage"]
-            assert usage["gpus"] == (1 if host.node == gpu_host else 0), (host.node, usage)
+        # Each controller counts its workers' GPUs in its next heartbeat: wait for the ones
+        # that say where the GPU worker runs, then check that only its host holds a GPU.
+        nodes = {host.node for host in hosts.hosts.values()}
+        controllers = await wait_controllers(
+            nc, lambda c: nodes <= set(c) and c[gpu_host]["usage"]["gpus"] == 1, 60
+        )
+        for node in nodes:
+            usage = controllers[node]["usage"]
+            assert usage["gpus"] == (1 if node == gpu_host else 0), (node, usage)
     finally:
         await nc.close()
