@@ -38,39 +38,19 @@ def ready(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: w for k, w in entries.items() if w.get("state") == "ready"}
 
 
-async def wait_keys(nc: NATS, keys: set[str], timeout: float) -> None:
-    """Until every one of ``keys`` is in the ``shoal_dataplane`` bucket."""
-    bucket = await kv(nc.jetstream(), protocol.DATAPLANE_BUCKET)
-    present: set[str] = set()
-    done = anyio.Event()
-
-    def on_change(change: Change) -> None:
-        if not change.deleted:
-            present.add(change.key)
-        if keys <= present:
-            done.set()
-
-    with anyio.fail_after(timeout):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(Follower(bucket, on_change).run)
-            await done.wait()
-            tg.cancel_scope.cancel()
-
-
-async def wait_controllers(
-    nc: NATS, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float
-) -> dict[str, dict[str, Any]]:
-    """The ``shoal_controllers`` entries (controller id -> heartbeat) once ``predicate``
-    holds for them."""
-    bucket = await kv(nc.jetstream(), protocol.CONTROLLERS_BUCKET)
-    current: dict[str, dict[str, Any]] = {}
+async def wait_bucket(
+    nc: NATS, name: str, predicate: Callable[[dict[str, bytes]], bool], timeout: float
+) -> dict[str, bytes]:
+    """A bucket's entries (key -> value) once ``predicate`` holds for them."""
+    bucket = await kv(nc.jetstream(), name)
+    current: dict[str, bytes] = {}
     done = anyio.Event()
 
     def on_change(change: Change) -> None:
         if change.deleted:
             current.pop(change.key, None)
         else:
-            current[change.key] = msgpack.unpackb(change.value)
+            current[change.key] = change.value
         if not done.is_set() and predicate(current):
             done.set()
 
@@ -80,6 +60,26 @@ async def wait_controllers(
             await done.wait()
             tg.cancel_scope.cancel()
     return dict(current)
+
+
+async def wait_keys(nc: NATS, keys: set[str], timeout: float) -> None:
+    """Until every one of ``keys`` is in the ``shoal_dataplane`` bucket."""
+    await wait_bucket(nc, protocol.DATAPLANE_BUCKET, lambda c: keys <= set(c), timeout)
+
+
+async def wait_controllers(
+    nc: NATS, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float
+) -> dict[str, dict[str, Any]]:
+    """The ``shoal_controllers`` entries (controller id -> heartbeat) once ``predicate``
+    holds for them."""
+
+    def decoded(entries: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+        return {k: msgpack.unpackb(v) for k, v in entries.items()}
+
+    found = await wait_bucket(
+        nc, protocol.CONTROLLERS_BUCKET, lambda c: predicate(decoded(c)), timeout
+    )
+    return decoded(found)
 
 
 async def test_shards_on_two_hosts_and_a_gpu_executor_only_on_the_gpu_host(hosts: Hosts) -> None:
