@@ -27,7 +27,7 @@ from runtime.launch import LaunchEnv, preload_for
 from runtime.partition import calibration
 from runtime.partition.worker import object_store_from_env
 from runtime.wire import logstream, protocol, replicas
-from runtime.wire.connection import kv, passed_on
+from runtime.wire.connection import ensure_history, kv, passed_on
 
 from .adaptive import KeepAlive
 from .cold import ColdPath
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.controller")
 
 _SEEN = "_seen"  # added to a heartbeat's values: when it arrived (time.monotonic())
+UNLOADING = 10.0  # seconds a worker decided to go is not taken to serve, though it says ready
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ class Controller:
         self._wake = anyio.Event()
         self._starting: dict[str, _Starting] = {}
         self._mine: set[str] = set()  # launched here and not yet exited
-        self._draining: dict[str, float] = {}
+        self._draining: dict[str, float] = {}  # asked to stop here (this host's share)
+        self._unloading: dict[str, float] = {}  # decided to go by this placer: since when
         self._cold: dict[str, ColdPath] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # crash-loop backoff per function
         self._announced: dict[str, str] = {}  # function -> version announced as served
@@ -143,6 +145,7 @@ class Controller:
     ) -> None:
         self.functions = SpecView(await kv(self.js, protocol.FUNCTIONS_BUCKET))
         workers_kv = await kv(self.js, protocol.WORKERS_BUCKET)
+        await ensure_history(self.js, protocol.WORKERS_BUCKET)
         self.workers = InfoView(workers_kv, also=self.figures.apply)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
@@ -321,6 +324,8 @@ class Controller:
         """Drop what ended: drained workers gone, cold paths this controller no longer keeps,
         its own workers of removed functions."""
         live_ids = {str(w.get("id")) for ws in by_function.values() for w in ws}
+        for wid in [w for w in self._unloading if w not in live_ids]:
+            del self._unloading[wid]
         for wid in list(self._draining):
             if wid not in live_ids and wid not in self._mine:
                 del self._draining[wid]  # gone, whoever launched it
@@ -422,12 +427,26 @@ class Controller:
                 return None
             pending, unacked = int(ci.num_pending or 0), int(ci.num_ack_pending or 0)
             waiting = pending + unacked
-        ready = any(w.state == "ready" and w.version == spec.version for w in states)
         obs = Observation(
             pending, unacked, states, starting, *self._keep_warm(spec, states, waiting)
         )
         decision = decide(spec, obs)
-        await self._set_cold(name, None if ready else spec)
+        now = time.monotonic()
+        for wid in decision.drain:
+            self._unloading.setdefault(wid, now)
+        # The cold path stands in from the pass that decides a function's last workers go,
+        # before they are asked to stop: a draining worker leaves the call subject's queue
+        # group, and a call must then find the cold path there, never an empty group (the
+        # caller would be told nothing serves the function). Workers decided to go count as
+        # gone though their heartbeats may still say ready (for a while: their host's
+        # controller may have shrunk by another one).
+        serving = decision.wanted > 0 and any(
+            w.state == "ready"
+            and w.version == spec.version
+            and now - self._unloading.get(w.id, -UNLOADING) >= UNLOADING
+            for w in states
+        )
+        await self._set_cold(name, None if serving else spec)
         if self._announced.get(name) != spec.version:
             # Requests are answered from here on (by a worker, or queued by the cold
             # path): tell a waiting deploy so it returns only then.
