@@ -10,7 +10,8 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from controller import EmbeddedNats
-from runtime.wire.connection import connect
+from runtime.wire import protocol
+from runtime.wire.connection import HISTORY, connect, ensure_history, kv
 from runtime.wire.kvwatch import Change, Follower, listing
 
 if TYPE_CHECKING:
@@ -191,3 +192,22 @@ async def test_an_error_in_the_consumer_ends_the_follower(nc: NATS) -> None:
     with pytest.raises(ValueError, match="cannot take bad"), anyio.fail_after(10):
         await Follower(kv, explode).run()
     assert await consumers(nc, kv) == 0
+
+
+async def test_the_workers_bucket_keeps_a_workers_last_counts_behind_its_deletes(nc: NATS) -> None:
+    """A bucket made by an earlier release (one value per key) gets the history a controller
+    sets at its start; then a worker's last heartbeat is still in the stream after its own
+    delete and its controller's, where a follower that lags behind finds it."""
+    js = nc.jetstream()
+    name = protocol.WORKERS_BUCKET
+    await js.create_key_value(KeyValueConfig(bucket=name, history=1, ttl=10.0))
+    await ensure_history(js, name)
+    info = await js.stream_info(f"KV_{name}")
+    assert info.config.max_msgs_per_subject == HISTORY[name] >= 3
+    bucket = await kv(js, name)
+    await bucket.put("echo.w1", b"ready")
+    await bucket.put("echo.w1", b"last counts")
+    await bucket.delete("echo.w1")  # the worker's own
+    await bucket.delete("echo.w1")  # its controller's, when the process exits
+    history = [e.value for e in await bucket.history("echo.w1")]
+    assert b"last counts" in history

@@ -230,6 +230,10 @@ async def connect(
 
 # Liveness entries vanish this long after the last heartbeat.
 HEARTBEAT_TTL = 10.0
+# Values kept per key, where one is not enough. A worker's last heartbeat carries its final
+# counts and is followed by two deletes (its own, its controller's when it exits): with one
+# value per key, a follower lagging behind would find the deletes only, and lose the counts.
+HISTORY = {protocol.WORKERS_BUCKET: 3}
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -258,12 +262,24 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
         return await _results_bucket(js, results_ttl)
     settings = KeyValueConfig(
         bucket=bucket,
-        history=1,
+        history=HISTORY.get(bucket, 1),
         ttl=ttl,
         storage=StorageType.FILE,
         replicas=replicas.wanted(js),
     )
     return await js.create_key_value(settings)
+
+
+async def ensure_history(js: JetStreamContext, bucket: str) -> None:
+    """Give ``bucket``, if made by an earlier release with less, the history it keeps now
+    (:data:`HISTORY`). A controller does it when it starts (workers have no such right)."""
+    want = HISTORY.get(bucket, 1)
+    info = await js.stream_info(f"KV_{bucket}")
+    have = info.config.max_msgs_per_subject or 1
+    if 0 < have < want:
+        info.config.max_msgs_per_subject = want
+        await js.update_stream(info.config)
+        log.info("bucket %s now keeps %d values per key (was %d)", bucket, want, have)
 
 
 # The marker JetStream leaves where a result expired (``Nats-Marker-Reason: MaxAge``).
