@@ -7,6 +7,7 @@ a longer run."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from controller import deploy_file
 from runtime import Client
 from runtime.errors import FunctionError
 from tests.conftest import FNS
-from tests.observability import chromium_binary, observed_cluster, poll
+from tests.observability import chromium_binary, get, observed_cluster, poll
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,17 +49,30 @@ async def test_the_page_shows_counters_change_as_the_function_is_invoked(
                 await page.goto(cluster.url)
                 ok = page.locator('#functions tr:has(td[data-function="echo"]) td[data-field="ok"]')
 
-                async def shown(expected: str) -> bool:
-                    return (await ok.text_content() or "").strip() == expected
+                async def shown(expected: str, what: str) -> None:
+                    async def check() -> bool:
+                        return (await ok.text_content() or "").strip() == expected
 
-                await poll(lambda: shown("0"), PAGE_TIMEOUT, "echo listed with 0 ok")
+                    try:
+                        await poll(check, PAGE_TIMEOUT, what)
+                    except AssertionError as e:  # what the page and its API show instead
+                        api = json.loads(await get(cluster.url + "api/status"))
+                        rows = [
+                            {k: v for k, v in f.items() if k != "history"}
+                            for f in api["functions"]
+                            if f["name"] == "echo"
+                        ]
+                        page = await ok.text_content()
+                        raise AssertionError(f"{e}; page {page!r}; api {rows}") from None
+
+                await shown("0", "echo listed with 0 ok")
                 client = Client(nc)
                 for i in range(3):
                     await client.call("echo", {"i": i}, timeout=60)
-                await poll(lambda: shown("3"), PAGE_TIMEOUT, "echo's ok count 3, no reload")
+                await shown("3", "echo's ok count 3, no reload")
                 for i in range(2):
                     await client.call("echo", {"i": i}, timeout=60)
-                await poll(lambda: shown("5"), PAGE_TIMEOUT, "echo's ok count 5, no reload")
+                await shown("5", "echo's ok count 5, no reload")
 
                 with pytest.raises(FunctionError) as failed:
                     await client.call("flaky", {"x": 1}, timeout=60)
