@@ -272,14 +272,18 @@ async def kv(js: JetStreamContext, bucket: str) -> KeyValue:
 
 async def ensure_history(js: JetStreamContext, bucket: str) -> None:
     """Give ``bucket``, if made by an earlier release with less, the history it keeps now
-    (:data:`HISTORY`). A controller does it when it starts (workers have no such right)."""
+    (:data:`HISTORY`). A controller does it when it starts (workers have no such right); one
+    that cannot says so and goes on."""
     want = HISTORY.get(bucket, 1)
-    info = await js.stream_info(f"KV_{bucket}")
-    have = info.config.max_msgs_per_subject or 1
-    if 0 < have < want:
-        info.config.max_msgs_per_subject = want
-        await js.update_stream(info.config)
-        log.info("bucket %s now keeps %d values per key (was %d)", bucket, want, have)
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+        have = info.config.max_msgs_per_subject or 1
+        if 0 < have < want:
+            info.config.max_msgs_per_subject = want
+            await js.update_stream(info.config)
+            log.info("bucket %s now keeps %d values per key (was %d)", bucket, want, have)
+    except Exception as e:  # everything works with less, but figures may come out short
+        log.warning("could not raise the history of bucket %s to %d: %s", bucket, want, e)
 
 
 # The marker JetStream leaves where a result expired (``Nats-Marker-Reason: MaxAge``).
