@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.subscription import Subscription
 
+    from runtime.wire.kvwatch import Change
     from runtime.wire.spec import FunctionSpec
 
 log = logging.getLogger("shoal.controller")
@@ -146,7 +147,7 @@ class Controller:
         self.functions = SpecView(await kv(self.js, protocol.FUNCTIONS_BUCKET))
         workers_kv = await kv(self.js, protocol.WORKERS_BUCKET)
         await ensure_history(self.js, protocol.WORKERS_BUCKET)
-        self.workers = InfoView(workers_kv, also=self.figures.apply)
+        self.workers = InfoView(workers_kv, also=self._worker_changed)
         controllers_kv = await kv(self.js, protocol.CONTROLLERS_BUCKET)
         self.controllers = InfoView(controllers_kv)
         s = self.settings
@@ -203,6 +204,25 @@ class Controller:
                     await _quietly(path.close())
                 await _quietly(self.lease.release())
                 await _quietly(controllers_kv.delete(self.id))
+
+    def _worker_changed(self, change: Change) -> None:
+        """Every change of ``shoal_workers`` counts in the figures; a worker that appears,
+        changes state (starting, ready, draining) or goes wakes the reconcile pass at once, so a
+        cold function's held items reach its first ready worker now, not at the next tick. A
+        heartbeat that changes nothing of that waits for the tick."""
+        self.figures.apply(change)
+        if change.initial:
+            return
+        before = self.workers.get(change.key)
+        if change.deleted or before is None:
+            self.wake()
+            return
+        try:
+            state = msgpack.unpackb(change.value, raw=False).get("state")
+        except Exception:
+            return  # the view logs undecodable entries
+        if state != before.get("state"):
+            self.wake()
 
     async def _calibrate(self) -> None:
         """Measure the data plane and share the fit with every worker (through KV): at start,

@@ -72,6 +72,11 @@ class BucketView(Generic[T]):
         cutoff = float("-inf") if max_age is None else time.monotonic() - max_age
         return {k: (v, seen) for k, (v, seen) in self._items.items() if seen >= cutoff}
 
+    def get(self, key: str) -> T | None:
+        """The latest value of ``key``, or None."""
+        held = self._items.get(key)
+        return None if held is None else held[0]
+
     def forget(self, key: str) -> None:
         self._items.pop(key, None)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from controller import deploy_file
+from controller import Controller, ProcessLauncher, deploy_file
 from runtime import Client, FunctionError, InvalidPayload
 from runtime.wire import answer, codec, protocol
 from runtime.wire import items as batch_wire
@@ -20,11 +20,15 @@ from runtime.worker.batching import Batcher
 from runtime.worker.executor import ExecutorWorker
 from runtime.worker.executors import RemoteExecutor
 from runtime.worker.serving import WorkerSettings
-from tests.conftest import FNS, Cluster, wait_workers
+from tests.conftest import FNS, Cluster, controller_settings, wait_workers
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
+
+    from controller import EmbeddedNats
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +61,25 @@ async def test_executor_batches_items_from_concurrent_handlers(cluster: Cluster)
     assert all(w["kind"] == "executor" for w in executors.values())
     handlers = await wait_workers(cluster.nc, "batchinfo", lambda e: len(e) >= 1)
     assert {w["pid"] for w in handlers.values()}.isdisjoint({w["pid"] for w in executors.values()})
+
+
+async def test_a_cold_executors_held_items_go_to_it_once_ready_not_at_the_next_tick(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller holds items for an executor with no worker; the executor's entry turning
+    ready wakes it, so they are sent on at once: with a 10-minute tick and a minute between
+    the controller's heartbeats (its lease renewals wake it too), the call is answered (before,
+    it waited for the next reconcile pass)."""
+    monkeypatch.setenv("SHOAL_NATS_URL", nats_server.url)
+    async with ProcessLauncher(code_dir=tmp_path / "code") as launcher:
+        controller = Controller(
+            nc, launcher, controller_settings(tick=600.0, heartbeat=60.0, stale_after=180.0)
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(controller.run)
+            await deploy_file(nc, FNS / "slowload.py")
+            assert await Client(nc).call("slowload", {"n": 4}, timeout=60) == 8
+            tg.cancel_scope.cancel()
 
 
 async def test_split_and_fused_give_identical_outputs(cluster: Cluster) -> None:
