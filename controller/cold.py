@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from runtime.errors import ExecutorUnavailable, PayloadTooLarge, ShoalError, WorkerUnavailable
 from runtime.wire import answer, codec, protocol
+from runtime.wire.connection import drain_shielded
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,7 +72,7 @@ class ColdPath:
         would drop them, and their callers would wait in vain."""
         for sub in self._subs:
             try:
-                await sub.drain()  # type: ignore[no-untyped-call]
+                await drain_shielded(sub)
             except Exception as e:
                 log.debug("drain: %s", e)
         self._subs.clear()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
+    from nats.aio.subscription import Subscription
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
@@ -226,6 +228,18 @@ async def connect(
         raise
     connecting = False
     return nc
+
+
+async def drain_shielded(sub: Subscription) -> None:
+    """``sub.drain()``, which no cancellation interrupts.
+
+    A drain flushes the connection (a PING, then waiting for its PONG). Cancelled while it
+    waits, nats-py leaves the cancelled wait in its queue of PONG waiters, and the PONG that
+    then arrives kills the connection's read loop (``InvalidStateError`` in
+    ``_process_pong``): every later request on that connection times out. The drain is
+    bounded by nats-py's own flush timeout."""
+    with anyio.CancelScope(shield=True):
+        await sub.drain()  # type: ignore[no-untyped-call]
 
 
 # Liveness entries vanish this long after the last heartbeat.

@@ -16,7 +16,7 @@ import anyio.lowlevel
 from runtime.context import Context
 from runtime.errors import Cancelled, FunctionTimeout, PayloadTooLarge, ShoalError
 from runtime.wire import answer, codec, logstream, protocol, tracing
-from runtime.wire.connection import kv
+from runtime.wire.connection import drain_shielded, kv
 from runtime.wire.deadletter import dead_letter
 from runtime.wire.failure import without_traceback
 from runtime.wire.kvwatch import Change, Follower
@@ -108,7 +108,7 @@ class Worker(Serving):
             try:
                 # Requests the server already routed here are still answered: an
                 # unsubscribe would drop them and leave their callers waiting.
-                await call_sub.drain()  # type: ignore[no-untyped-call]
+                await drain_shielded(call_sub)
             except Exception as e:
                 log.warning("draining the call subject failed: %r", e)
             await stop_sub.unsubscribe()
