@@ -5,11 +5,10 @@ heartbeat in ``shoal_workers``; a worker that drains puts its last counts there 
 deletes its entry (the bucket keeps a few values per key, so that a follower lagging behind
 still receives those counts before the deletes). This module follows those entries (every
 change, not only the latest value), keeps only the workers whose ``controller`` is this one,
-and adds them up. A counter
-never decreases: when a worker's entry goes (it exited, or was not heard of for
-``FORGET_AFTER``), its last counts move into the function's retired totals. Several
-controllers each count only their own workers, so Prometheus sums them without counting
-anything twice.
+and adds them up. A counter never decreases: when a worker's entry goes (it exited, or was
+not heard of for ``FORGET_AFTER``), its last counts move into the function's retired totals.
+Several controllers each count only their own workers, so Prometheus sums them without
+counting anything twice.
 """
 
 from __future__ import annotations
