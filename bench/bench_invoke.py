@@ -12,20 +12,29 @@ on and off (SHOAL_WORKER_TEMPLATE), in interleaved rounds, medians and phases
 Starts one nats-server, a raw nats-py request/reply responder in its own process (the
 baseline), FastStream's NATS subscriber and its JetStream pull subscriber, each in a process of
 its own (per-message logging off: ``NatsBroker(logger=None)``), and a Shoal controller that
-spawns echo workers as processes, at most ``--workers`` of them (default 1: one process, as
-each peer has; 0: as the controller scales it, which on a small machine can mean more workers
-than cores, each idle one slower to wake). All echo the same JSON event. Measures, in one run,
-with the same nats-py client:
+spawns echo workers as processes, at most ``--workers`` of them per function (default 1: one
+process, as each peer has; 0: as the controller scales it, which on a small machine can mean
+more workers than cores, each idle one slower to wake). All echo the same JSON event.
+
+Each framework runs a plain ``def`` handler in a thread (FastStream in anyio's thread pool,
+Shoal in a thread of its own) and an ``async def`` one on its event loop, so each kind is
+measured against its like: the ``async def`` echo (FastStream's example handler;
+bench/echo_async.py for Shoal) and the ``def`` echo (functions/echo.py, what Shoal ships).
+Measures, in one run, with the same nats-py client:
   (a) raw request/reply,
-  (b) FastStream's NATS subscriber, request/reply,
+  (b) FastStream's NATS subscriber, request/reply, async def echo,
   (c) FastStream's JetStream pull subscriber (durable consumer, work-queue stream on file, as
-      Shoal's), published with ``reply_to`` and answered there, end to end,
-  (d) fn.echo.call,
-  (e) durable fn.echo with Shoal-Reply-To, end to end,
+      Shoal's), published with ``reply_to`` and answered there, end to end, async def echo,
+  (d) fn.aecho.call, async def echo,
+  (e) durable fn.aecho with Shoal-Reply-To, end to end, async def echo,
+  (f) FastStream's NATS subscriber, def echo,
+  (g) fn.echo.call, def echo,
+  (h) durable fn.echo with Shoal-Reply-To, end to end, def echo,
 sequentially and with N requests in flight, and prints p50/p99, throughput and ratios to (a),
-the goals against the peers, and a last line of JSON (``{"bench": "invoke", ...}``). The paths
-take turns in ``--blocks`` blocks (n / blocks sequential requests, then seconds / blocks at N in
-flight, each), so a busy moment of a shared machine falls on all of them alike.
+the goals against the peers (d against b, e against c, g against f), and a last line of JSON
+(``{"bench": "invoke", ...}``). The paths take turns in ``--blocks`` blocks (n / blocks
+sequential requests, then seconds / blocks at N in flight, each), so a busy moment of a shared
+machine falls on all of them alike.
 
 ``--tracing on`` exports the workers' spans over OTLP/HTTP to a receiver in this process
 (``OTEL_EXPORTER_OTLP_ENDPOINT``); ``--tracing both`` runs the whole measurement twice, off
@@ -83,7 +92,8 @@ asyncio.run(main())
 
 # FastStream as its users write it: a broker, a typed handler that returns the event (decoded
 # from JSON and encoded again, as Shoal's echo does), per-message logging off. argv: the
-# server's URL and "nats" or "jetstream". The JetStream stream is configured as Shoal's
+# server's URL and "nats", "nats-sync" (a ``def`` handler, which FastStream runs in anyio's
+# thread pool) or "jetstream". The JetStream stream is configured as Shoal's
 # function streams are (work queue, file storage, 120 s duplicate window); FastStream answers a
 # JetStream message on its ``reply_to`` header, with its ``correlation_id``.
 PEER_RESPONDER = """
@@ -98,6 +108,10 @@ async def main() -> None:
     if kind == "nats":
         @broker.subscriber("peer.fs.echo")
         async def echo(body: Any) -> Any:
+            return body
+    elif kind == "nats-sync":
+        @broker.subscriber("peer.fs.echo.sync")
+        def echo_sync(body: Any) -> Any:
             return body
     else:
         stream = JStream(
@@ -117,6 +131,7 @@ asyncio.run(main())
 """
 
 ECHO = ROOT / "functions" / "echo.py"
+ECHO_ASYNC = ROOT / "bench" / "echo_async.py"
 PAYLOAD = json.dumps({"text": "hello from the benchmark", "n": 42}).encode()
 HEADERS = {"Content-Type": "application/json"}
 PEER_HEADERS = {"content-type": "application/json"}  # FastStream's spelling
@@ -220,20 +235,33 @@ def start_baseline(tmp: Path) -> tuple[EmbeddedNats, list[subprocess.Popen[str]]
     server = EmbeddedNats(tmp / "nats", port=0).start()
     os.environ["SHOAL_NATS_URL"] = server.url
     procs = [responder([RAW_RESPONDER, server.url])]
-    procs += [responder([PEER_RESPONDER, server.url, kind]) for kind in ("nats", "jetstream")]
+    kinds = ("nats", "jetstream", "nats-sync")
+    procs += [responder([PEER_RESPONDER, server.url, kind]) for kind in kinds]
     return server, procs
 
 
 Row = tuple[str, list[float], list[float], float]  # label, sequential, concurrent, req/s
 PATHS = (
     "(a) raw nats-py request/reply",
-    "(b) FastStream NATS subscriber",
-    "(c) FastStream JetStream pull subscriber, end to end",
-    "(d) fn.echo.call",
-    "(e) durable fn.echo + Shoal-Reply-To, end to end",
+    "(b) FastStream NATS subscriber, async def",
+    "(c) FastStream JetStream pull subscriber, async def",
+    "(d) fn.aecho.call, async def",
+    "(e) durable fn.aecho + Shoal-Reply-To, async def",
+    "(f) FastStream NATS subscriber, def",
+    "(g) fn.echo.call, def",
+    "(h) durable fn.echo + Shoal-Reply-To, def",
 )
-KEYS = ("raw", "faststream_nats", "faststream_jetstream", "call", "durable")
-RAW, FS_NATS, FS_JS, CALL, DURABLE = range(5)
+KEYS = (
+    "raw",
+    "faststream_nats",
+    "faststream_jetstream",
+    "call",
+    "durable",
+    "faststream_nats_sync",
+    "call_sync",
+    "durable_sync",
+)
+RAW = 0
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -315,11 +343,13 @@ async def measure(
             await tg.start(controller.run)
             # --workers N caps echo at N workers (one, as each peer runs in one process);
             # 0 leaves it to the controller's scaling, as deployed by default.
-            cap = {"echo": {"max_workers": args.workers}} if args.workers else None
-            await deploy_file(nc, ROOT / "functions" / "echo.py", overrides=cap)
+            for path, name in ((ECHO, "echo"), (ECHO_ASYNC, "aecho")):
+                cap = {name: {"max_workers": args.workers}} if args.workers else None
+                await deploy_file(nc, path, overrides=cap)
             t = time.perf_counter()
             await nc.request("fn.echo.call", PAYLOAD, timeout=60, headers=HEADERS)
             cold = time.perf_counter() - t
+            await nc.request("fn.aecho.call", PAYLOAD, timeout=60, headers=HEADERS)
             print(f"\n== metrics {mode} (round {round_ + 1})")
             # Scraping stops before the controller does: a scrape in flight when its metrics
             # server closes would fail the run.
@@ -380,22 +410,31 @@ def compare(off: list[list[Row]], on: list[list[Row]], inflight: int) -> None:
 
 
 def goals(f: dict[str, dict[str, float]]) -> dict[str, dict[str, float | bool]]:
-    """The goals against the peers and the raw baseline, from one setting's figures."""
-    call, durable = f["call"], f["durable"]
-    fs, fs_js = f["faststream_nats"], f["faststream_jetstream"]
+    """The goals against the peers and the raw baseline, from one setting's figures: each of
+    Shoal's paths against FastStream's with the same kind of handler."""
 
     def goal(value: float, limit: float, at_most: bool = True) -> dict[str, float | bool]:
         met = value <= limit if at_most else value >= limit
         return {"value": round(value, 3), "limit": round(limit, 3), "met": met}
 
-    return {
-        "call p50 <= FastStream NATS p50 (ms)": goal(call["p50_ms"], fs["p50_ms"]),
-        "call p50 / raw <= 1.5": goal(call["p50_x_raw"], 1.5),
-        "durable p50 <= FastStream JetStream p50 (ms)": goal(durable["p50_ms"], fs_js["p50_ms"]),
-        "durable p50 / raw <= 2.0": goal(durable["p50_x_raw"], 2.0),
-        "call req/s @64 >= FastStream NATS": goal(call["rate"], fs["rate"], at_most=False),
-        "call req/s @64 >= 7000": goal(call["rate"], 7000, at_most=False),
-    }
+    out = {}
+    for kind, call, fs, durable in (
+        ("async def", f["call"], f["faststream_nats"], f["durable"]),
+        ("def", f["call_sync"], f["faststream_nats_sync"], f["durable_sync"]),
+    ):
+        out[f"{kind}: call p50 <= FastStream NATS p50 (ms)"] = goal(call["p50_ms"], fs["p50_ms"])
+        out[f"{kind}: call p50 / raw <= 1.5"] = goal(call["p50_x_raw"], 1.5)
+        out[f"{kind}: call req/s @64 >= FastStream NATS"] = goal(
+            call["rate"], fs["rate"], at_most=False
+        )
+        out[f"{kind}: call req/s @64 >= 7000"] = goal(call["rate"], 7000, at_most=False)
+        if kind == "async def":  # FastStream's JetStream peer runs its async def echo
+            fs_js = f["faststream_jetstream"]
+            out[f"{kind}: durable p50 <= FastStream JetStream p50 (ms)"] = goal(
+                durable["p50_ms"], fs_js["p50_ms"]
+            )
+        out[f"{kind}: durable p50 / raw <= 2.0"] = goal(durable["p50_x_raw"], 2.0)
+    return out
 
 
 def final(summary: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
@@ -407,7 +446,7 @@ def final(summary: dict[str, dict[str, dict[str, float]]], args: argparse.Namesp
     print(f"\n== goals ({setting}; medians over {args.rounds} round(s))")
     for name, g in checked.items():
         print(
-            f"   {name:<46} {g['value']:>10} vs {g['limit']:<10} {'met' if g['met'] else 'NOT met'}"
+            f"   {name:<58} {g['value']:>10} vs {g['limit']:<10} {'met' if g['met'] else 'NOT met'}"
         )
     record = {
         "bench": "invoke",
@@ -430,26 +469,35 @@ async def report(
     async def raw_once(i: int) -> None:
         await nc.request("raw.echo", PAYLOAD, timeout=30)
 
-    async def call_once(i: int) -> None:
-        await nc.request("fn.echo.call", PAYLOAD, timeout=30, headers=HEADERS)
+    def call(subject: str, headers: dict[str, str]) -> Callable[[int], Awaitable[None]]:
+        async def once(i: int) -> None:
+            await nc.request(subject, PAYLOAD, timeout=30, headers=headers)
 
-    async def peer_once(i: int) -> None:
-        await nc.request("peer.fs.echo", PAYLOAD, timeout=30, headers=PEER_HEADERS)
+        return once
 
-    durable, durable_c = Durable(nc, f"seq{tag}"), Durable(nc, f"conc{tag}")
-    peer_js, peer_js_c = (
-        Durable(nc, f"fs{t}{tag}", "peer.fs.js.echo", "PEER_FS_ECHO", faststream=True)
-        for t in ("seq", "conc")
-    )
-    for d in (durable, durable_c, peer_js, peer_js_c):
+    def durables(subject: str, stream: str, kind: str, **kw: bool) -> tuple[Durable, Durable]:
+        return Durable(nc, f"seq{kind}{tag}", subject, stream, **kw), Durable(
+            nc, f"conc{kind}{tag}", subject, stream, **kw
+        )
+
+    peer_js = durables("peer.fs.js.echo", "PEER_FS_ECHO", "fs", faststream=True)
+    durable_async = durables("fn.aecho", "SHOAL_FN_AECHO", "a")
+    durable_sync = durables("fn.echo", "SHOAL_FN_ECHO", "s")
+    for d in (*peer_js, *durable_async, *durable_sync):
         await d.start()
 
+    def both(once: Callable[[int], Awaitable[None]]) -> tuple[Callable[..., Awaitable[None]], ...]:
+        return once, once
+
     paths = (
-        (raw_once, raw_once),
-        (peer_once, peer_once),
-        (peer_js.once, peer_js_c.once),
-        (call_once, call_once),
-        (durable.once, durable_c.once),
+        both(raw_once),
+        both(call("peer.fs.echo", PEER_HEADERS)),
+        (peer_js[0].once, peer_js[1].once),
+        both(call("fn.aecho.call", HEADERS)),
+        (durable_async[0].once, durable_async[1].once),
+        both(call("peer.fs.echo.sync", PEER_HEADERS)),
+        both(call("fn.echo.call", HEADERS)),
+        (durable_sync[0].once, durable_sync[1].once),
     )
     # Warm every path so no run pays a one-off cost, and let the controller scale echo to the
     # concurrent load before it is measured.
@@ -484,12 +532,12 @@ async def report(
     )
     print(f"echo workers at the end: {len(launcher.running())}\n")
     print(
-        f"{'path':<54}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
+        f"{'path':<52}{'seq p50':>9}{'seq p99':>9}{'x raw':>7}   "
         f"{'@' + str(args.inflight) + ' p50':>9}{'p99':>8}{'x raw':>7}{'req/s':>9}"
     )
     for label, seq, conc, rate in rows:
         print(
-            f"{label:<54}{pct(seq, 0.5):>8.2f}m{pct(seq, 0.99):>8.2f}m"
+            f"{label:<52}{pct(seq, 0.5):>8.2f}m{pct(seq, 0.99):>8.2f}m"
             f"{statistics.median(seq) / base_seq:>7.2f}   "
             f"{pct(conc, 0.5):>8.2f}m{pct(conc, 0.99):>7.2f}m"
             f"{statistics.median(conc) / base_conc:>7.2f}{rate:>9.0f}"
@@ -497,7 +545,7 @@ async def report(
     print("\n(ms; 'x raw' = p50 / p50 of (a) in the same mode)")
     print(
         "goals: (d) seq p50 <= (b)'s and <= 1.5x raw; (e) seq p50 <= (c)'s and <= 2x raw;\n"
-        f"       (d) req/s @{args.inflight} >= (b)'s and >= 7000"
+        f"       (d) req/s @{args.inflight} >= (b)'s and >= 7000; the same for (g) against (f)"
     )
     return rows
 
