@@ -5,8 +5,8 @@ subject. Built by :mod:`runtime.worker.assembly`, run by :mod:`runtime.worker.ma
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +51,11 @@ class Worker(Serving):
         self.slots = Slots(self.spec.concurrency)
         self._inflight_events: dict[str, tuple[Msg, float]] = {}  # by ack subject
         # Calls and events wait here for one of `concurrency` long-lived tasks (no task is
-        # started per message); `_jobs` counts those waiting or running.
-        self._queue, self._take = anyio.create_memory_object_stream[Job](math.inf)
+        # started per message); `_jobs` counts those waiting or running. An asyncio queue,
+        # not an anyio stream: a worker runs on asyncio, and the stream's receive costs a
+        # pass of the event loop and an event per message.
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._accepting = True
         self._jobs = 0
         self._results: ResultStore | None = None
         self._cancelled: set[str] = set()  # result keys of cancelled request ids
@@ -118,9 +121,8 @@ class Worker(Serving):
                 await pulled_out.wait()  # its last pull requests may still bring events
                 while self._jobs:
                     await self._wait_release()
+            self._accepting = False
             tg.cancel_scope.cancel()
-        self._queue.close()
-        self._take.close()
         await self.withdraw()
 
     async def _wait_release(self) -> None:
@@ -138,17 +140,17 @@ class Worker(Serving):
             self.slots.on_release = previous
 
     def _submit(self, handle: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
-        try:
-            self._queue.send_nowait((handle, msg))
-        except anyio.ClosedResourceError:  # the worker has stopped: an event is redelivered
+        if not self._accepting:  # the worker has stopped: an event is redelivered
             log.warning("%s arrived after the worker stopped; not handled", msg.subject)
             return
+        self._queue.put_nowait((handle, msg))
         self._jobs += 1
 
     async def _serve_jobs(self) -> None:
         """One of the worker's `concurrency` tasks: takes calls and events in turn, each
         in a slot."""
-        async for handle, msg in self._take:
+        while True:
+            handle, msg = await self._queue.get()
             try:
                 await self.slots.acquire()  # free at once: one slot per task
                 try:
