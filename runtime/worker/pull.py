@@ -83,10 +83,23 @@ class Puller:
         self._last_seen = time.monotonic()
         self._changed = anyio.Event()
         self._stopping = False
-        slots.on_release = self._wake
+        slots.on_release = self._wake_if_wanted
 
     def _wake(self) -> None:
         self._changed.set()
+
+    def _wanted(self) -> int:
+        """Events to ask for now: the free slots not yet requested, once there are enough of
+        them (with requests still outstanding, the next event goes to one of them: ask for
+        more once half the slots are unrequested, not one request per event); else 0."""
+        want = self._slots.free - self._outstanding
+        return want if want > 0 and (self._outstanding == 0 or want >= self._top_up) else 0
+
+    def _wake_if_wanted(self) -> None:
+        # A slot freed or an event came: the loop has something to do only when a request
+        # is due, so most events and releases cost no pass of it.
+        if self._wanted():
+            self._changed.set()
 
     async def run(self) -> None:
         inbox = self._nc.new_inbox()
@@ -113,15 +126,13 @@ class Puller:
 
     async def _pull(self, inbox: str, request: dict[str, int]) -> None:
         while not self._stopping:
-            want = self._slots.free - self._outstanding
-            # With requests still outstanding, the next event goes to one of them: ask for
-            # more once half the slots are unrequested, not one request per event.
-            if want > 0 and (self._outstanding == 0 or want >= self._top_up):
+            want = self._wanted()
+            if want:
                 request["batch"] = want
                 await self._nc.publish(self._subject, json.dumps(request).encode(), inbox)
                 self._outstanding += want
                 self._last_seen = time.monotonic()
-            await self._changed.wait()  # a slot freed, an event or status came, or a tick
+            await self._changed.wait()  # a request is due, a status came, or a tick
             self._changed = anyio.Event()
             if time.monotonic() - self._last_seen > self._expires + self._heartbeat * 3:
                 # Neither events nor heartbeats: the requests died with a connection or a
@@ -147,7 +158,10 @@ class Puller:
         if is_event:
             self._outstanding = max(0, self._outstanding - 1)
             self._deliver(msg)
-            self._wake()
+            if self._stopping:
+                self._wake()  # a draining puller counts its outstanding requests down
+            else:
+                self._wake_if_wanted()
         elif status == "100":
             return  # idle heartbeat: the request is alive
         else:
