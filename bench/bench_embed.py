@@ -439,8 +439,9 @@ async def open_loop(
     async with anyio.create_task_group() as tg:
         for i, t in enumerate(arrivals):
             due = start + t
-            if due > time.perf_counter():
-                await anyio.sleep(due - time.perf_counter())
+            wait = due - time.perf_counter()
+            if wait > 0:  # read once: anyio refuses a negative sleep
+                await anyio.sleep(wait)
             late = max(late, time.perf_counter() - due)
             tg.start_soon(one, i, due)
     return lat, late
